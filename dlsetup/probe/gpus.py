@@ -1,0 +1,319 @@
+"""Reader for GPUs and the NVIDIA / AMD driver state.
+
+GPUs are found on the PCI bus (sysfs, display class 03xx, vendor NVIDIA/AMD/Intel) with or without a
+driver, and named from the sourced GPU table (or pci.ids). Driver-side sources then add what only a
+driver knows, most trusted first: NVML, ``nvidia-smi -q -x``; the AMD KFD topology, sysfs and rocm-smi.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Dict, List, Optional, Tuple
+
+from dlsetup.model import GPU, AmdState, GPULink, NvidiaState
+from dlsetup.parsers import amd as amd_parsers
+from dlsetup.parsers import nvidia as nv
+from dlsetup.parsers import pci as pci_parsers
+from dlsetup.parsers import system as sysp
+from dlsetup.probe.host import Host
+from dlsetup.probe.util import fields_of, int_or_none, merge_layers
+
+PCI_DEVICES = "/sys/bus/pci/devices"
+GPU_VENDORS = {"10de": "nvidia", "1002": "amd", "8086": "intel"}
+#: PCIe transfer rate (GT/s) -> generation
+LINK_GEN = {2.5: 1, 5.0: 2, 8.0: 3, 16.0: 4, 32.0: 5, 64.0: 6}
+PCI_IDS_PATHS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")
+NVML_LIBRARY_LINKS = (
+    "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+    "/usr/lib/aarch64-linux-gnu/libnvidia-ml.so.1",
+    "/usr/lib64/libnvidia-ml.so.1",
+    "/usr/local/nvidia/lib64/libnvidia-ml.so.1",
+)
+KFD_NODES = "/sys/class/kfd/kfd/topology/nodes"
+
+COMMANDS = {
+    "nvidia-smi-q-x": ["nvidia-smi", "-q", "-x"],
+    "nvidia-smi-topo-m": ["nvidia-smi", "topo", "-m"],
+    "nvcc-version": ["nvcc", "--version"],
+    "rocm-smi-json": ["rocm-smi", "--showallinfo", "--json"],
+}
+
+
+def scan_pci(host: Host) -> List[dict]:
+    """Every display-class device of a GPU vendor on the PCI bus, driver or not."""
+    found = []
+    for addr in host.listdir(PCI_DEVICES):
+        base = posixpath.join(PCI_DEVICES, addr)
+        pci_class = int_or_none(host.read(base + "/class"), 16)
+        if pci_class is None or pci_class >> 16 != 0x03:
+            continue
+        vendor_id = _hex4(host.read(base + "/vendor"))
+        if vendor_id not in GPU_VENDORS:
+            continue
+        driver = host.readlink(base + "/driver")
+        numa = int_or_none(host.read(base + "/numa_node"))
+        sub_vendor, sub_device = _hex4(host.read(base + "/subsystem_vendor")), _hex4(host.read(base + "/subsystem_device"))
+        gpu = {
+            "vendor": GPU_VENDORS[vendor_id],
+            "pci_bus_id": addr.lower(),
+            "pci_vendor_id": vendor_id,
+            "pci_device_id": _hex4(host.read(base + "/device")),
+            "pci_subsystem_id": f"{sub_vendor}:{sub_device}" if sub_vendor and sub_device else None,
+            "pci_class": f"{pci_class >> 8:04x}",
+            "kernel_driver": posixpath.basename(driver) if driver else None,
+            "numa_node": numa if numa is not None and numa >= 0 else None,
+            "pcie_gen_max": _link_gen(host.read(base + "/max_link_speed")),
+            "pcie_gen_current": _link_gen(host.read(base + "/current_link_speed")),
+            "pcie_width_max": _link_width(host.read(base + "/max_link_width")),
+            "pcie_width_current": _link_width(host.read(base + "/current_link_width")),
+            "sources": ("pci",),
+        }
+        if vendor_id == "8086" and addr.lower().endswith(":00:02.0"):
+            gpu["integrated"] = True  # Intel's integrated graphics always sits at 00:02.0
+        if vendor_id == "1002":
+            vram = int_or_none(host.read(base + "/mem_info_vram_total"))
+            gpu["memory_bytes"] = vram or None
+        found.append(gpu)
+    return found
+
+
+def table_layer(gpu: dict, pci_ids: "PciIds") -> dict:
+    """Facts from the sourced GPU table for this PCI id, else the name from pci.ids."""
+    from dlsetup import gpudb  # the table loads only when a GPU was found
+
+    vendor_id, device_id = gpu.get("pci_vendor_id"), gpu.get("pci_device_id")
+    spec = gpudb.by_pci_id(vendor_id, device_id) if vendor_id and device_id else None
+    if spec is None and gpu.get("name"):
+        spec = gpudb.by_name(gpu["name"])
+    if spec is not None:
+        return {
+            "name": spec.name,
+            "architecture": spec.architecture,
+            "compute_capability": spec.compute_capability,
+            "gfx_target": spec.gfx_target,
+            "memory_bytes": spec.memory_bytes,
+            "integrated": spec.integrated,
+            "sources": ("table",),
+        }
+    name = pci_ids.device_name(vendor_id, device_id) if vendor_id and device_id else None
+    layer = {"name": name, "sources": ("pci.ids",)} if name else {}
+    cc = gpu.get("compute_capability")
+    if cc:
+        layer["architecture"] = gpudb.architecture_for_cc(cc)
+    elif gpu.get("gfx_target"):
+        layer["architecture"] = gpudb.architecture_for_gfx(gpu["gfx_target"])
+    return layer
+
+
+class PciIds:
+    """pci.ids, read once and only if a GPU is missing from the table."""
+
+    def __init__(self, host: Host):
+        self.host = host
+        self._text: Optional[str] = None
+
+    def device_name(self, vendor_id: str, device_id: str) -> Optional[str]:
+        if self._text is None:
+            self._text = next((t for t in map(self.host.read, PCI_IDS_PATHS) if t), "")
+        vendor, device = pci_parsers.lookup_pci_ids(self._text, vendor_id, device_id)
+        return device
+
+
+def nvidia_layers(host: Host, pci_gpus: List[dict]) -> Tuple[List[nv.SmiReport], Optional[dict]]:
+    """Driver-side NVIDIA reports, most trusted first, and the NVML snapshot (for errors)."""
+    reports: List[nv.SmiReport] = []
+    has_nvidia = any(g["vendor"] == "nvidia" for g in pci_gpus)
+    module_loaded = host.exists("/sys/module/nvidia") or host.exists("/proc/driver/nvidia/version")
+    snapshot = host.nvml() if (module_loaded and has_nvidia) or not host.is_live else None
+    if snapshot and "devices" in snapshot:
+        reports.append(nv.report_from_nvml_snapshot(snapshot))
+    if not host.is_live or (has_nvidia and module_loaded and not reports):
+        xml = host.run("nvidia-smi-q-x", COMMANDS["nvidia-smi-q-x"])
+        if xml:
+            reports.append(nv.parse_smi_xml(xml))
+    return reports, snapshot
+
+
+def read_nvidia_state(host: Host, reports: List[nv.SmiReport], snapshot: Optional[dict]) -> NvidiaState:
+    modules = sysp.parse_proc_modules(host.read("/proc/modules") or "") if host.exists("/proc/modules") else None
+    proc_version, flavor = nv.parse_proc_driver_version(host.read("/proc/driver/nvidia/version") or "")
+    sys_version = (host.read("/sys/module/nvidia/version") or "").strip() or None
+    kernel_version = sys_version or proc_version
+    if kernel_version or host.exists("/sys/module/nvidia"):
+        loaded: Optional[bool] = True
+    elif modules is not None:
+        loaded = "nvidia" in modules
+    else:
+        loaded = False if host.is_live else None
+
+    snapshot = snapshot or {}
+    nvml_version = snapshot.get("nvml")
+    library = _library_from_nvml_version(nvml_version)
+    if library is None and (snapshot.get("error") or not reports):
+        library = _library_from_soname(host)
+    if library is None:
+        library = next((r.driver_version for r in reports if r.driver_version), None)
+    cuda = next((r.cuda_version for r in reports if r.cuda_version), None)
+    mismatch = snapshot.get("error_kind") == "lib_rm_version_mismatch" or bool(
+        kernel_version and library and kernel_version != library
+    )
+    nouveau = None
+    if modules is not None or host.is_live:
+        nouveau = host.exists("/sys/module/nouveau") or bool(modules and "nouveau" in modules)
+    return NvidiaState(
+        kernel_module_loaded=loaded,
+        kernel_module_version=kernel_version,
+        kernel_module_flavor=flavor,
+        library_version=library,
+        nvml_version=nvml_version,
+        cuda_driver_version=cuda,
+        nouveau_loaded=nouveau,
+        nvcc_version=_nvcc_version(host),
+        reboot_required=mismatch,
+        nvml_error=snapshot.get("error"),
+    )
+
+
+def _library_from_nvml_version(version: Optional[str]) -> Optional[str]:
+    # NVML reports "13.580.159.04": the CUDA major, then the driver version of the library
+    if not version:
+        return None
+    parts = version.split(".")
+    return ".".join(parts[1:]) if len(parts) >= 3 else None
+
+
+def _library_from_soname(host: Host) -> Optional[str]:
+    for link in NVML_LIBRARY_LINKS:
+        target = host.readlink(link)
+        match = re.search(r"libnvidia-ml\.so\.(\d+\.\d+(?:\.\d+)?)$", target or "")
+        if match:
+            return match.group(1)
+    return None
+
+
+def _nvcc_version(host: Host) -> Optional[str]:
+    if host.is_live and not (host.exists("/usr/local/cuda/bin/nvcc") or _on_path("nvcc")):
+        return None
+    text = host.run("nvcc-version", COMMANDS["nvcc-version"]) or ""
+    match = re.search(r"release \S+, V(\d+\.\d+(?:\.\d+)?)", text)
+    return match.group(1) if match else None
+
+
+def _on_path(exe: str) -> bool:
+    import shutil
+
+    return shutil.which(exe) is not None
+
+
+def amd_layers(host: Host, pci_gpus: List[dict]) -> List[dict]:
+    """Per-GPU AMD facts from the KFD topology (and rocm-smi in bundles or when KFD says nothing)."""
+    layers = []
+    for node in host.listdir(KFD_NODES):
+        props = amd_parsers.parse_kfd_properties(host.read(f"{KFD_NODES}/{node}/properties") or "")
+        if props:
+            layers.append(dict(props, sources=("kfd",)))
+    has_amd = any(g["vendor"] == "amd" for g in pci_gpus)
+    if not host.is_live or (has_amd and not layers):
+        text = host.run("rocm-smi-json", COMMANDS["rocm-smi-json"])
+        if text:
+            report = amd_parsers.parse_rocm_smi_json(text)
+            layers.extend(dict(g, sources=("rocm-smi",)) for g in report.gpus)
+    return layers
+
+
+def read_amd_state(host: Host) -> AmdState:
+    loaded: Optional[bool] = None
+    if host.exists("/sys/module/amdgpu"):
+        loaded = True
+    elif host.exists("/proc/modules"):
+        loaded = "amdgpu" in sysp.parse_proc_modules(host.read("/proc/modules") or "")
+    elif host.is_live:
+        loaded = False
+    version = (host.read("/opt/rocm/.info/version") or "").strip() or None
+    kfd = host.exists("/sys/class/kfd/kfd") if (host.is_live or host.exists("/sys/class")) else None
+    return AmdState(amdgpu_loaded=loaded, kfd_present=kfd, rocm_version=version.split("-")[0] if version else None)
+
+
+def read_links(host: Host, gpus: Tuple[GPU, ...]) -> Tuple[GPULink, ...]:
+    if host.is_live and len([g for g in gpus if g.vendor == "nvidia"]) < 2:
+        return ()
+    text = host.run("nvidia-smi-topo-m", COMMANDS["nvidia-smi-topo-m"])
+    return nv.parse_topo_matrix(text) if text else ()
+
+
+def read_gpus(host: Host) -> Tuple[Tuple[GPU, ...], Tuple[GPULink, ...], NvidiaState, AmdState]:
+    pci_gpus = scan_pci(host)
+    reports, snapshot = nvidia_layers(host, pci_gpus)
+    amd = amd_layers(host, pci_gpus)
+
+    by_bus: Dict[str, List[dict]] = {}
+    order: List[str] = []
+
+    def add(layer: dict, first: bool = False) -> None:
+        bus = layer.get("pci_bus_id")
+        if not bus:
+            bus = _match_by_device(layer, by_bus)
+            if not bus:
+                return
+        if bus not in by_bus:
+            by_bus[bus] = []
+            order.append(bus)
+        if first:
+            by_bus[bus].insert(0, layer)
+        else:
+            by_bus[bus].append(layer)
+
+    for report in reports:  # NVML, then nvidia-smi
+        for layer in report.gpus:
+            add(layer)
+    for layer in amd:
+        add(layer)
+    for layer in pci_gpus:  # sysfs is the least detailed but always there: it goes last
+        add(layer)
+
+    pci_ids = PciIds(host)
+    gpus = []
+    for bus in sorted(order):
+        merged = merge_layers(by_bus[bus])
+        merged = merge_layers([merged, table_layer(merged, pci_ids)])
+        merged.setdefault("vendor", "unknown")
+        merged["pci_bus_id"] = bus
+        gpus.append(GPU(**fields_of(GPU, merged)))
+    gpus = _number(gpus)
+    nvidia_state = read_nvidia_state(host, reports, snapshot)
+    return tuple(gpus), read_links(host, tuple(gpus)), nvidia_state, read_amd_state(host)
+
+
+def _match_by_device(layer: dict, by_bus: Dict[str, List[dict]]) -> Optional[str]:
+    """A layer without a bus id (e.g. old rocm-smi) belongs to the only GPU with its device id."""
+    device = layer.get("pci_device_id")
+    hits = [b for b, ls in by_bus.items() if device and any(x.get("pci_device_id") == device for x in ls)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _number(gpus: List[GPU]) -> List[GPU]:
+    """Give each GPU its per-vendor index (the driver's when known, else PCI order)."""
+    import dataclasses
+
+    out, counters = [], {}
+    for gpu in gpus:
+        idx = counters.get(gpu.vendor, 0)
+        counters[gpu.vendor] = idx + 1
+        out.append(gpu if gpu.index is not None else dataclasses.replace(gpu, index=idx))
+    return out
+
+
+def _hex4(text: Optional[str]) -> Optional[str]:
+    value = int_or_none(text, 16)
+    return f"{value:04x}" if value is not None else None
+
+
+def _link_gen(text: Optional[str]) -> Optional[int]:
+    match = re.match(r"\s*([\d.]+)\s*GT/s", text or "")
+    return LINK_GEN.get(float(match.group(1))) if match else None
+
+
+def _link_width(text: Optional[str]) -> Optional[int]:
+    width = int_or_none(text)
+    return width if width and width > 0 else None

@@ -1,0 +1,90 @@
+"""Rich rendering of a HostProfile."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+
+from dlsetup.model import HostProfile
+from dlsetup.ui.format import UNKNOWN, size, val
+
+
+def _kv(title: str, rows) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    return Panel(table, title=title, title_align="left", expand=False)
+
+
+def render_profile(profile: HostProfile, console: Console) -> None:
+    o, c, m, nv = profile.os, profile.cpu, profile.memory, profile.nvidia
+    system = _kv(
+        f"host {profile.hostname or '?'} ({profile.source})",
+        [
+            ("OS", val(o.pretty_name or (o.id and f"{o.id} {o.version_id or ''}"))),
+            ("Kernel", f"{val(o.kernel)} {o.arch or ''}"),
+            ("Secure Boot", o.secure_boot),
+            ("Virtualization", val(o.virtualization) if o.virtualization else "none detected"),
+        ],
+    )
+    avx = ", ".join(x for x, on in (("AVX2", c.avx2), ("AVX-512", c.avx512f), ("AMX", c.amx)) if on) or "none"
+    cpu = _kv(
+        "CPU",
+        [
+            ("Model", val(c.model)),
+            ("Sockets / cores / threads", f"{val(c.sockets)} / {val(c.physical_cores)} / {val(c.logical_cpus)}"),
+            ("Max clock", val(c.max_mhz, " MHz")),
+            ("L2 / L3", f"{size(c.l2_cache_bytes)} / {size(c.l3_cache_bytes)}"),
+            ("NUMA nodes", val(c.numa_nodes)),
+            ("Vector", avx),
+        ],
+    )
+    dimms = f", {m.dimm_count} DIMMs" if m.dimm_count else ""
+    speed = f" @ {m.dimm_speed_mts} MT/s" if m.dimm_speed_mts else ""
+    memory = _kv("Memory", [("Total", size(m.total_bytes) + dimms + speed), ("Available", size(m.available_bytes))])
+    console.print(Group(system, cpu, memory))
+
+    gpus = Table(title="GPUs", title_justify="left")
+    for col in ("#", "PCI", "Name", "Arch", "Memory", "CC / gfx", "PCIe (cur/max)", "Power", "ECC", "MIG", "Driver"):
+        gpus.add_column(col)
+    for g in profile.gpus:
+        link = f"{val(g.pcie_gen_current)}x{val(g.pcie_width_current)} / {val(g.pcie_gen_max)}x{val(g.pcie_width_max)}"
+        gpus.add_row(
+            val(g.index), g.pci_bus_id, val(g.name), val(g.architecture), size(g.memory_bytes),
+            val(g.compute_capability or g.gfx_target), link, val(g.power_limit_w, " W"),
+            val(g.ecc_enabled), val(g.mig_enabled), val(g.kernel_driver),
+        )
+    if not profile.gpus:
+        gpus.add_row("-", "-", "no GPU found", *["-"] * 8)
+    console.print(gpus)
+    if profile.nvidia_gpus or nv.kernel_module_loaded:
+        state = f"kernel module {val(nv.kernel_module_version)} ({val(nv.kernel_module_flavor)}), " \
+                f"library {val(nv.library_version)}, CUDA {val(nv.cuda_driver_version)}"
+        if nv.reboot_required:
+            state += "  [bold red]reboot required: module and library disagree[/]"
+        console.print(f"[bold]NVIDIA driver[/]: {state}")
+    if profile.amd_gpus:
+        a = profile.amd
+        console.print(f"[bold]AMD[/]: amdgpu {val(a.amdgpu_loaded)}, KFD {val(a.kfd_present)}, ROCm {val(a.rocm_version)}")
+
+    disks = Table(title="Storage", title_justify="left")
+    for col in ("Device", "Type", "Media", "Size", "Model", "FS", "Mounts", "RAID", "by-id"):
+        disks.add_column(col)
+    for d in profile.storage.devices:
+        if d.type in ("loop",) or (d.size_bytes == 0):
+            continue
+        disks.add_row(
+            d.name, val(d.type), d.media, size(d.size_bytes), val(d.model), val(d.fstype),
+            ", ".join(d.mountpoints) or "", d.md_member_of or "", d.by_id or "",
+        )
+    console.print(disks)
+    for a in profile.storage.arrays:
+        health = "degraded" if a.degraded else "healthy" if a.degraded is False else UNKNOWN
+        console.print(f"[bold]{a.name}[/]: {val(a.level)} {a.state}, {health}, members {', '.join(x.device for x in a.members)}")
+    for mount in profile.storage.mounts:
+        console.print(f"  {mount.mountpoint} ({val(mount.fstype)} on {mount.device}): {size(mount.free_bytes)} free of {size(mount.size_bytes)}")
+    for note in profile.notes:
+        console.print(f"[yellow]note[/]: {note}")
