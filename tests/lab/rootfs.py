@@ -1,0 +1,90 @@
+"""A Debian 12 (bookworm) minbase root, built once and cached, and fresh copies of it per target.
+
+The cache lives in ``$DLSETUP_LAB_CACHE`` (default ``~/.cache/dlsetup-lab/bookworm``). It is built in a
+temporary directory next to it and renamed into place, so an interrupted build never leaves a half root.
+
+Command line (used by the molecule scenarios' create/destroy playbooks)::
+
+    python -m tests.lab.rootfs build            # print the cached root, building it if needed
+    python -m tests.lab.rootfs copy DEST        # fresh copy of the cached root at DEST
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: Debian mirror used by debootstrap and by apt inside the root.
+DEBIAN_MIRROR = os.environ.get("DLSETUP_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+#: What Ansible needs on a target: python3 and python3-apt (apt module), python3-debian
+#: (deb822_repository), gpg (key fingerprint checks), ca-certificates (https repositories).
+PACKAGES = ("python3", "python3-apt", "python3-debian", "gpg", "ca-certificates")
+
+
+def cache_dir() -> Path:
+    """Where the cached root lives."""
+    default = Path.home() / ".cache" / "dlsetup-lab" / "bookworm"
+    return Path(os.environ.get("DLSETUP_LAB_CACHE", default))
+
+
+def build_root(dest: Path | None = None) -> Path:
+    """Return the cached Debian 12 root, building it with debootstrap first if it does not exist."""
+    dest = dest or cache_dir()
+    if (dest / "usr" / "bin" / "python3").exists():
+        return dest
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("debootstrap is not installed (apt-get install debootstrap)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+             "bookworm", str(work), DEBIAN_MIRROR],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        (work / "var" / "cache" / "apt" / "archives").mkdir(parents=True, exist_ok=True)
+        subprocess.run(["chroot", str(work), "apt-get", "clean"], check=True)
+        work.rename(dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return dest
+
+
+def fresh_copy(dest: Path) -> Path:
+    """Make ``dest`` a fresh copy of the cached root (reflinks where the filesystem has them)."""
+    root = build_root()
+    if dest.exists():
+        remove_copy(dest)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(root), str(dest)], check=True)
+    return dest
+
+
+def remove_copy(dest: Path) -> None:
+    """Remove a copy made by :func:`fresh_copy`."""
+    if dest.resolve() == cache_dir().resolve():
+        raise ValueError("refusing to remove the cached root")
+    shutil.rmtree(dest)
+
+
+def main(argv: list[str]) -> int:
+    """``build`` | ``copy DEST`` | ``remove DEST``."""
+    match argv:
+        case ["build"]:
+            print(build_root())
+        case ["copy", dest]:
+            print(fresh_copy(Path(dest)))
+        case ["remove", dest]:
+            remove_copy(Path(dest))
+        case _:
+            print(__doc__, file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
