@@ -1,0 +1,171 @@
+"""AMD parsers against real rocm-smi, rocminfo and KFD captures (tests/conftest.py: PUBLIC)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from conftest import PUBLIC
+from dlsetup.model import GPU
+from dlsetup.parsers.amd import (
+    gfx_from_version,
+    parse_kfd_properties,
+    parse_rocm_smi_json,
+    parse_rocm_smi_text,
+    parse_rocminfo,
+)
+
+AMD = PUBLIC / "amd"
+GPU_FIELDS = {f.name for f in dataclasses.fields(GPU)}
+MI300X_VRAM = 201310208 * 1024  # rocminfo's coarse-grained pool, KB
+MI300X_UUIDS = ["GPU-8d1457e2c20f59d2", "GPU-b4fa34630e85d42a", "GPU-e8986800e182538a", "GPU-eff71edc82169115"]
+MI300X_BUSES = ["0000:26:00.0", "0000:46:00.0", "0000:65:00.0", "0000:85:00.0"]
+
+
+def _read(name: str) -> str:
+    return (AMD / name).read_text()
+
+
+def _gpus(path) -> tuple[dict, ...]:
+    text = path.read_text()
+    if path.name.startswith("kfd-"):
+        gpu = parse_kfd_properties(text)
+        return (gpu,) if gpu else ()
+    if path.name.startswith("rocminfo"):
+        return parse_rocminfo(text)
+    parse = parse_rocm_smi_json if path.suffix == ".json" else parse_rocm_smi_text
+    return parse(text).gpus
+
+
+@pytest.mark.parametrize("path", sorted(AMD.iterdir()), ids=lambda p: p.name)
+def test_every_capture_parses_into_gpu_fields(path):
+    gpus = _gpus(path)
+    if "cpu-node" in path.name:
+        assert gpus == ()
+        return
+    assert gpus
+    for gpu in gpus:
+        assert set(gpu) <= GPU_FIELDS
+        assert gpu["vendor"] == "amd" and gpu["pci_device_id"] in {"738c", "66a1", "73df", "74a1", "740f"}
+        assert len(gpu["sources"]) == 1
+
+
+def test_mi300x_rocminfo_skips_cpu_agents():
+    gpus = parse_rocminfo(_read("rocminfo_4x-mi300x_2x-epyc9474f.txt"))
+    assert [g["uuid"] for g in gpus] == MI300X_UUIDS
+    assert [g["pci_bus_id"] for g in gpus] == MI300X_BUSES
+    assert {(g["gfx_target"], g["name"], g["memory_bytes"], g["pci_device_id"]) for g in gpus} == {
+        ("gfx942", "AMD Instinct MI300X", MI300X_VRAM, "74a1")
+    }
+
+
+def test_mi300x_rocm_smi_showall_agrees_with_rocminfo():
+    report = parse_rocm_smi_text(_read("rocm-smi_showall_4x-mi300x.txt"))
+    assert report.driver_version == "6.7.0"
+    assert [g["index"] for g in report.gpus] == [0, 1, 2, 3]
+    assert [g["uuid"] for g in report.gpus] == MI300X_UUIDS
+    assert [g["pci_bus_id"] for g in report.gpus] == MI300X_BUSES
+    first = report.gpus[0]
+    assert (first["name"], first["vbios"], first["serial"], first["power_limit_w"]) == (
+        "AMD Instinct MI300X OAM", "113-MI3SRIOV-001", "692347006052", 750.0
+    )  # fmt: skip
+
+
+def test_mi300x_rocm_smi_concise():
+    report = parse_rocm_smi_text(_read("rocm-smi_concise_4x-mi300x.txt"))
+    assert report.driver_version is None
+    assert [(g["index"], g["pci_device_id"], g["name"], g["power_limit_w"]) for g in report.gpus] == [
+        (i, "74a1", "AMD Instinct MI300X", 750.0) for i in range(4)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "count", "driver", "buses", "pcie_gen"),
+    [
+        ("rocm-smi_4x-mi100_rocm6.0.2.json", 4, "6.3.6", ["0000:83:00.0", "0000:a3:00.0", "0000:c3:00.0", "0000:e3:00.0"], 4),
+        ("rocm-smi_6x-mi100_rocm5.7.1.json", 6, "6.2.4", ["0000:1e:00.0", "0000:22:00.0", "0000:3f:00.0", "0000:43:00.0", "0000:46:00.0", "0000:49:00.0"], 3),
+    ],
+)  # fmt: skip
+def test_mi100_across_rocm_versions(name, count, driver, buses, pcie_gen):
+    report = parse_rocm_smi_json(_read(name))
+    assert report.driver_version == driver and len(report.gpus) == count
+    assert [g["pci_bus_id"] for g in report.gpus] == buses
+    for index, gpu in enumerate(report.gpus):
+        assert gpu["index"] == index and gpu["pci_device_id"] == "738c"  # "Device ID" (6.0) and "GPU ID" (5.7)
+        assert gpu["name"] == "Arcturus GL-XL [Instinct MI100]"
+        assert (gpu["memory_bytes"], gpu["power_limit_w"]) == (34342961152, 290.0)
+        assert (gpu["pcie_gen_current"], gpu["pcie_width_current"]) == (pcie_gen, 16)
+
+
+def test_mi100_unique_id_and_placeholder_serial():
+    new = parse_rocm_smi_json(_read("rocm-smi_4x-mi100_rocm6.0.2.json")).gpus[0]
+    old = parse_rocm_smi_json(_read("rocm-smi_6x-mi100_rocm5.7.1.json")).gpus[0]
+    assert new["uuid"] == "GPU-79ccd55167a2124a" and "serial" not in new  # "N/A"
+    assert "uuid" not in old and "serial" not in old  # "N/A" and "0"
+    assert (new["numa_node"], old["numa_node"]) == (1, 0)
+
+
+def test_rx6700xt_both_rocm_versions():
+    old = parse_rocm_smi_json(_read("rocm-smi_rx6700xt_rocm4.3.json")).gpus
+    new = parse_rocm_smi_json(_read("rocm-smi_rx6700xt_rocm6.1.2.json")).gpus
+    assert len(old) == len(new) == 1
+    old, new = old[0], new[0]
+    for gpu in (old, new):
+        assert (gpu["pci_bus_id"], gpu["pci_device_id"], gpu["memory_bytes"]) == ("0000:07:00.0", "73df", 12868124672)
+    assert "name" not in old and "gfx_target" not in old  # 4.3 prints "0x1002" as the card series
+    assert (new["name"], new["gfx_target"]) == ("Navi 22 [Radeon RX 6700/6700 XT / 6800M]", "gfx1031")
+    assert new["numa_node"] == 0  # "Numa Affinity" -1 is not read as a node
+
+
+def test_mi50_vega20():
+    report = parse_rocm_smi_json(_read("rocm-smi_mi50-vega20_2021.json"))
+    (gpu,) = report.gpus
+    assert report.driver_version == "5.9.17"
+    assert (gpu["name"], gpu["pci_device_id"], gpu["pci_bus_id"]) == ("Radeon Instinct MI50 32GB", "66a1", "0000:63:00.0")
+    assert (gpu["memory_bytes"], gpu["serial"], gpu["power_limit_w"]) == (34342961152, "692024000810", 225.0)
+    assert gpu["uuid"] == "GPU-02f048617326b1ea"  # zero-padded to 16 digits as ROCr prints it
+
+
+def test_kfd_mi210():
+    gpu = parse_kfd_properties(_read("kfd-topology-node-properties_mi210_gfx90a.txt"))
+    assert gpu == {
+        "vendor": "amd",
+        "pci_bus_id": "0000:63:00.0",  # location_id 25344 = 0x6300
+        "pci_vendor_id": "1002",
+        "pci_device_id": "740f",
+        "gfx_target": "gfx90a",
+        "uuid": f"GPU-{1801979520617338022:016x}",
+        "sources": ("kfd",),
+    }
+
+
+def test_kfd_mi300x_cpx_partition():
+    gpu = parse_kfd_properties(_read("kfd-topology-node-properties_mi300x-cpx-partition_gfx942.txt"))
+    assert (gpu["gfx_target"], gpu["pci_device_id"], gpu["pci_bus_id"]) == ("gfx942", "74a1", "0000:05:00.0")
+    assert "memory_bytes" not in gpu  # local_mem_size 0: unknown here
+
+
+def test_kfd_cpu_node_is_not_a_gpu():
+    assert parse_kfd_properties(_read("kfd-topology-node-properties_cpu-node_epyc-96c.txt")) == {}
+
+
+@pytest.mark.parametrize(
+    ("version", "target"),
+    [(90010, "gfx90a"), (90402, "gfx942"), (110000, "gfx1100"), (100301, "gfx1031"), (90008, "gfx908"), (90006, "gfx906")],
+)
+def test_gfx_from_version(version, target):
+    assert gfx_from_version(version) == target
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"card0": "x", "cardX": {}, "system": 3}', "GPU[x] : y\n\x00"])
+def test_garbage_never_raises(text):
+    assert parse_rocm_smi_json(text).gpus == ()
+    assert parse_rocm_smi_text(text).gpus == ()
+    assert parse_rocminfo(text) == ()
+    assert parse_kfd_properties(text) == {}
+
+
+def test_odd_values_are_dropped():
+    text = '{"card1": {"GPU ID": "zz", "PCI Bus": "bogus", "VRAM Total Memory (B)": "N/A", "pcie clock level": "?"}}'
+    assert parse_rocm_smi_json(text).gpus == ({"vendor": "amd", "index": 1, "pci_vendor_id": "1002", "sources": ("rocm-smi",)},)
