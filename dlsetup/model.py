@@ -107,8 +107,8 @@ class MdArray:
     level: Optional[str] = None  #: "raid0", "raid1", "raid5", "raid10", ... (None when inactive)
     members: Tuple[MdMember, ...] = ()
     size_bytes: Optional[int] = None
-    devices_total: Optional[int] = None  #: [n/m]: the m
-    devices_active: Optional[int] = None  #: [n/m]: the n
+    devices_total: Optional[int] = None  #: [n/m]: the n (raid disks)
+    devices_active: Optional[int] = None  #: [n/m]: the m (working)
     degraded: Optional[bool] = None
     sync_action: Optional[str] = None  #: "recovery", "resync", "reshape", "check" when one runs
     sync_progress_pct: Optional[float] = None
