@@ -44,7 +44,12 @@ def _parse_file(path: Path) -> SmiReport:
     prefix = path.name.split("_", 1)[0]
     if prefix == "capture":
         return parse_smi_q_text(split_capture(text)[Q_SECTION])
-    parsers = {"xml": parse_smi_xml, "csv": parse_smi_query_csv, "smi-q": parse_smi_q_text, "smi-table": parse_smi_table}
+    parsers = {
+        "xml": parse_smi_xml,
+        "csv": parse_smi_query_csv,
+        "smi-q": parse_smi_q_text,
+        "smi-table": parse_smi_table,
+    }
     return parsers[prefix](text)
 
 
@@ -87,7 +92,9 @@ def test_unknown_values_leave_keys_out() -> None:
     # Kepler on the 470 driver: PCIe link N/A and the old one-line "Clocks Throttle Reasons : N/A"
     gtx680 = _public("smi-q_gtx680_drv470.256.02.txt").gpus[0]
     assert gtx680["name"] == "NVIDIA GeForce GTX 680" and gtx680["memory_bytes"] == 2000 * MIB
-    assert {"pcie_gen_max", "pcie_width_max", "mig_enabled", "ecc_enabled", "power_limit_w"}.isdisjoint(gtx680)
+    assert {"pcie_gen_max", "pcie_width_max", "mig_enabled", "ecc_enabled", "power_limit_w"}.isdisjoint(
+        gtx680
+    )
 
 
 def test_csv_brackets_and_not_supported_are_unknown() -> None:
@@ -196,7 +203,11 @@ def test_418_xml_without_dtd_and_graphics_device_name() -> None:
     gpu = report.gpus[0]
     assert "name" not in gpu  # "Graphics Device": the PCI table names it
     assert "architecture" not in gpu and "mig_devices" not in gpu  # no such elements in 418
-    assert (gpu["pci_device_id"], gpu["pci_vendor_id"], gpu["pci_subsystem_id"]) == ("2184", "10de", "1458:3fc8")
+    assert (gpu["pci_device_id"], gpu["pci_vendor_id"], gpu["pci_subsystem_id"]) == (
+        "2184",
+        "10de",
+        "1458:3fc8",
+    )
     assert (gpu["pcie_gen_max"], gpu["pcie_gen_current"], gpu["power_limit_w"]) == (3, 1, 130.0)
 
 
@@ -211,13 +222,20 @@ def test_blackwell_rtx_pro_6000() -> None:
     report = _public("xml_rtx-pro-6000-blackwell-maxq_drv590_v13.xml")
     gpu = report.gpus[0]
     assert gpu["name"] == "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition"
-    assert (gpu["architecture"], gpu["pci_device_id"], gpu["pci_bus_id"]) == ("Blackwell", "2bb4", "0000:61:00.0")
+    assert (gpu["architecture"], gpu["pci_device_id"], gpu["pci_bus_id"]) == (
+        "Blackwell",
+        "2bb4",
+        "0000:61:00.0",
+    )
     assert (gpu["memory_bytes"], gpu["power_limit_w"], gpu["ecc_enabled"]) == (97887 * MIB, 300.0, False)
 
 
 def test_windows_610_kmd_and_umd_versions() -> None:
     sections = _capture("capture_rtx2080super_windows_drv610.62.txt")
-    for report in (parse_smi_q_text(sections[Q_SECTION]), parse_smi_table(sections["idle :: nvidia-smi (default table)"])):
+    for report in (
+        parse_smi_q_text(sections[Q_SECTION]),
+        parse_smi_table(sections["idle :: nvidia-smi (default table)"]),
+    ):
         assert (report.driver_version, report.cuda_version) == ("610.62", "13.3")
     table_gpu = parse_smi_table(sections["idle :: nvidia-smi (default table)"]).gpus[0]
     assert "name" not in table_gpu  # cut short: "NVIDIA GeForce RTX 2080 ..."
@@ -230,7 +248,11 @@ def test_split_capture_sections() -> None:
     notes = sections["nvidia_gpu_exporter GPU capture"].splitlines()
     assert "arch:           x86_64" in notes and notes[-1].startswith("load:")
     assert sections[Q_SECTION].startswith("==============NVSMI LOG==============")
-    assert {"load :: query (-q)", "capabilities :: topo -m", "idle :: dmon (per-device monitor, incl. PCIe rx/tx)"} <= set(sections)
+    assert {
+        "load :: query (-q)",
+        "capabilities :: topo -m",
+        "idle :: dmon (per-device monitor, incl. PCIe rx/tx)",
+    } <= set(sections)
     assert split_capture("no sections here") == {}
 
 
@@ -270,7 +292,11 @@ def test_h100_bundle_sources_agree() -> None:
     for kind in ("csv", "nvml"):
         assert reports[kind].gpus[0]["compute_capability"] == "9.0"
     nvml_gpu = reports["nvml"].gpus[0]
-    assert (nvml_gpu["architecture"], nvml_gpu["cuda_cores"], nvml_gpu["memory_bus_width_bits"]) == ("Hopper", 16896, 5120)
+    assert (nvml_gpu["architecture"], nvml_gpu["cuda_cores"], nvml_gpu["memory_bus_width_bits"]) == (
+        "Hopper",
+        16896,
+        5120,
+    )
     assert nvml_gpu["sources"] == ("nvml",) and nvml_gpu["persistence_mode"] is True
     assert parse_smi_list(_bundle("nvidia-smi-L.out")) == [
         (0, "NVIDIA H100 80GB HBM3", "GPU-6022a71e-4498-0801-9353-3dc421998072")
@@ -303,7 +329,10 @@ def test_topo_bundle_and_matrix_layout() -> None:
 
 
 def test_proc_driver_version() -> None:
-    assert parse_proc_driver_version(_read(H100_BUNDLE / "proc/driver/nvidia/version")) == ("580.159.04", "open")
+    assert parse_proc_driver_version(_read(H100_BUNDLE / "proc/driver/nvidia/version")) == (
+        "580.159.04",
+        "open",
+    )
     proprietary = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
     assert parse_proc_driver_version(proprietary) == ("535.104.05", "proprietary")
     aarch64 = "NVRM version: NVIDIA UNIX Open Kernel Module for aarch64  550.127.05  Release Build\n"
@@ -335,12 +364,18 @@ def test_bad_csv_and_empty_text() -> None:
     with pytest.raises(SmiParseError):
         parse_smi_query_csv(_bundle("nvidia-smi-L.out"))
     assert parse_smi_q_text("No devices were found\n") == SmiReport()
-    assert parse_smi_table("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.") == SmiReport()
-    assert parse_smi_list("No devices found.") == []
-    assert report_from_nvml_snapshot({"error": "NVML: Driver Not Loaded", "error_kind": "driver_not_loaded"}) == SmiReport()
-    assert report_from_nvml_snapshot({"driver": 5, "cuda_driver": "13000", "devices": [None, {"memory": "x"}]}) == SmiReport(
-        gpus=({"index": 1, "vendor": "nvidia", "sources": ("nvml",)},)
+    assert (
+        parse_smi_table("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.")
+        == SmiReport()
     )
+    assert parse_smi_list("No devices found.") == []
+    assert (
+        report_from_nvml_snapshot({"error": "NVML: Driver Not Loaded", "error_kind": "driver_not_loaded"})
+        == SmiReport()
+    )
+    assert report_from_nvml_snapshot(
+        {"driver": 5, "cuda_driver": "13000", "devices": [None, {"memory": "x"}]}
+    ) == SmiReport(gpus=({"index": 1, "vendor": "nvidia", "sources": ("nvml",)},))
 
 
 # -- live NVML ---------------------------------------------------------------------------------------

@@ -362,9 +362,7 @@ def _q_gpu(index: int, gpu: _Node) -> dict:
         power_default_w=_watts(power.get("Default Power Limit")),
         ecc_enabled=_bool(gpu.get("ECC Mode", "Current")),
         mig_enabled=mig_enabled,
-        mig_devices=None
-        if mig_enabled is None
-        else sum(c.key.lower() == "mig device" for c in gpu.children),
+        mig_devices=None if mig_enabled is None else sum(c.key.lower() == "mig device" for c in gpu.children),
         persistence_mode=_bool(gpu.get("Persistence Mode")),
     )
 
@@ -432,11 +430,7 @@ def parse_smi_table(text: str) -> SmiReport:
 def parse_smi_list(text: str) -> list[tuple[int, str, str]]:
     """``nvidia-smi -L`` -> ``[(index, name, uuid), ...]``; the indented MIG lines are skipped."""
     pattern = re.compile(r"GPU (\d+): (.+?) \(UUID: (GPU-[0-9A-Fa-f-]+)\)")
-    return [
-        (int(m.group(1)), m.group(2), m.group(3))
-        for m in map(pattern.match, text.splitlines())
-        if m
-    ]
+    return [(int(m.group(1)), m.group(2), m.group(3)) for m in map(pattern.match, text.splitlines()) if m]
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -600,7 +594,5 @@ def report_from_nvml_snapshot(data: Mapping[str, Any]) -> SmiReport:
     return SmiReport(
         driver_version=_version(driver) if isinstance(driver, str) else None,
         cuda_version=cuda_version_from_int(data.get("cuda_driver")),
-        gpus=tuple(
-            _nvml_gpu(i, device) for i, device in enumerate(devices) if isinstance(device, dict)
-        ),
+        gpus=tuple(_nvml_gpu(i, device) for i, device in enumerate(devices) if isinstance(device, dict)),
     )

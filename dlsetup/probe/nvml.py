@@ -90,7 +90,9 @@ def _snapshot(nv: Any) -> dict:
             "driver": attempt(nv.nvmlSystemGetDriverVersion),
             "cuda_driver": attempt(nv.nvmlSystemGetCudaDriverVersion),
             "nvml": attempt(nv.nvmlSystemGetNVMLVersion),
-            "devices": [_device(nv, attempt, attempt(nv.nvmlDeviceGetHandleByIndex, i)) for i in range(count)],
+            "devices": [
+                _device(nv, attempt, attempt(nv.nvmlDeviceGetHandleByIndex, i)) for i in range(count)
+            ],
         }
     )
 
