@@ -1,0 +1,191 @@
+"""The compatibility tables in ``dlsetup/data/compat/*.toml``, loaded once and typed.
+
+Each table row carries a ``source`` (release notes, support matrix); the planner cites the row it used
+as ``<table>:<key>``, so every decision can be traced back to the document that backs it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Mapping, Optional, Tuple
+
+TABLES = ("nvidia", "cuda", "pytorch", "tensorflow", "jax", "rocm", "os", "retired")
+
+
+def vtuple(version: str) -> Tuple[int, ...]:
+    """"580.159.04" -> (580, 159, 4); "13.0" -> (13, 0). Raises ValueError on non-numeric parts."""
+    return tuple(int(part) for part in version.split("."))
+
+
+def minor(version: str) -> str:
+    """"2.13.0" -> "2.13"."""
+    return ".".join(version.split(".")[:2])
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    cc_min: str
+    cc_max: str
+    open_modules: bool
+    open_modules_required: bool = False
+    first_driver_branch: Optional[int] = None
+    last_driver_branch: Optional[int] = None
+    max_cuda: Optional[str] = None
+
+    def covers(self, cc: str) -> bool:
+        return vtuple(self.cc_min) <= vtuple(cc) <= vtuple(self.cc_max)
+
+    def allows_branch(self, branch: int) -> bool:
+        return (self.first_driver_branch or 0) <= branch <= (self.last_driver_branch or 10**6)
+
+    def allows_cuda(self, cuda: str) -> bool:
+        return self.max_cuda is None or vtuple(cuda) <= vtuple(self.max_cuda)
+
+
+@dataclass(frozen=True)
+class DriverBranch:
+    branch: int
+    max_cuda: str
+
+
+@dataclass(frozen=True)
+class Cuda:
+    version: str
+    toolkit_min_driver: str
+    compat_min_driver: str
+    min_cc: str
+
+    @property
+    def wheel_tag(self) -> str:
+        return "cu" + self.version.replace(".", "")
+
+
+@dataclass(frozen=True)
+class TorchRelease:
+    version: str
+    python: Tuple[str, ...]
+    cuda: Tuple[str, ...]
+    rocm: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TensorflowRelease:
+    version: str
+    python: Tuple[str, ...]
+    cuda: str
+    cudnn: str
+
+
+@dataclass(frozen=True)
+class JaxVariant:
+    backend: str
+    extra: str
+    cuda: Optional[str] = None
+    rocm: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RocmRelease:
+    version: str
+    gfx: Tuple[str, ...]
+    os: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OSEntry:
+    id: str
+    version: str
+    codename: str
+    python: str
+    cuda_repo: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.id} {self.version}"
+
+
+@dataclass(frozen=True)
+class Repository:
+    url: str
+    suite: str
+    key_url: str
+    key_fingerprint: str
+
+
+@dataclass(frozen=True)
+class Retired:
+    name: str
+    title: str
+    why: str
+    alternatives: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Compat:
+    """All tables, typed. Lists keep the file order (newest first where it matters)."""
+
+    architectures: Tuple[Architecture, ...]
+    driver_branches: Tuple[DriverBranch, ...]
+    cuda: Tuple[Cuda, ...]
+    torch_index_base: str
+    torch_default: str
+    torch: Tuple[TorchRelease, ...]
+    tensorflow_default: str
+    tensorflow: Tuple[TensorflowRelease, ...]
+    jax: Tuple[JaxVariant, ...]
+    rocm: Tuple[RocmRelease, ...]
+    systems: Tuple[OSEntry, ...]
+    repositories: Mapping[str, Repository]
+    retired: Tuple[Retired, ...]
+
+    def cuda_release(self, version: str) -> Optional[Cuda]:
+        return next((c for c in self.cuda if c.version == version), None)
+
+    def branch(self, branch: int) -> Optional[DriverBranch]:
+        return next((b for b in self.driver_branches if b.branch == branch), None)
+
+    def architecture(self, cc: str) -> Optional[Architecture]:
+        return next((a for a in self.architectures if a.covers(cc)), None)
+
+
+def _rows(cls: type, rows: list, tuples: Tuple[str, ...] = ()) -> tuple:
+    fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    out = []
+    for row in rows:
+        values = {k: (tuple(v) if k in tuples else v) for k, v in row.items() if k in fields}
+        out.append(cls(**values))
+    return tuple(out)
+
+
+def read_tables() -> dict[str, dict[str, Any]]:
+    """The raw TOML of every table, keyed by table name (used by the data tests)."""
+    base = resources.files("dlsetup") / "data" / "compat"
+    return {name: tomllib.loads((base / f"{name}.toml").read_text("utf-8")) for name in TABLES}
+
+
+@cache
+def load() -> Compat:
+    """Read and type the tables; cached, so the package data is read once per process."""
+    t = read_tables()
+    return Compat(
+        architectures=_rows(Architecture, t["nvidia"]["architecture"]),
+        driver_branches=_rows(DriverBranch, t["nvidia"]["driver_branch"]),
+        cuda=_rows(Cuda, t["cuda"]["cuda"]),
+        torch_index_base=t["pytorch"]["index_base"],
+        torch_default=t["pytorch"]["default"],
+        torch=_rows(TorchRelease, t["pytorch"]["release"], ("python", "cuda", "rocm")),
+        tensorflow_default=t["tensorflow"]["default"],
+        tensorflow=_rows(TensorflowRelease, t["tensorflow"]["release"], ("python",)),
+        jax=_rows(JaxVariant, t["jax"]["variant"]),
+        rocm=_rows(RocmRelease, t["rocm"]["release"], ("gfx", "os")),
+        systems=_rows(OSEntry, t["os"]["os"]),
+        repositories={
+            name: Repository(**{k: v for k, v in repo.items() if k != "source"})
+            for name, repo in t["os"]["repositories"].items()
+        },
+        retired=_rows(Retired, t["retired"]["framework"], ("alternatives",)),
+    )
