@@ -18,8 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from xml.etree.ElementTree import Element, ParseError
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
+try:
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+except ImportError:  # a remote host with only the standard library reads its own nvidia-smi output
+    from xml.etree.ElementTree import fromstring
+
+    class DefusedXmlException(ValueError):  # type: ignore[no-redef]
+        """Never raised without defusedxml."""
 
 from dlsetup.errors import UsageError
 from dlsetup.model import GPULink

@@ -17,7 +17,7 @@ from dlsetup.probe import storage as storage_reader
 from dlsetup.probe import system as system_reader
 from dlsetup.probe.host import Host, Recorder
 
-__all__ = ["Host", "Recorder", "probe", "probe_host"]
+__all__ = ["Host", "Recorder", "enrich", "probe", "probe_host"]
 
 T = TypeVar("T")
 
@@ -53,8 +53,11 @@ def probe(bundle: Optional[Path] = None, save_bundle: Optional[Path] = None) -> 
     return profile
 
 
-def probe_host(host: Host) -> HostProfile:
-    """Read everything dlsetup knows how to read from ``host``."""
+def probe_host(host: Host, enrich: bool = True) -> HostProfile:
+    """Read everything dlsetup knows how to read from ``host``.
+
+    ``enrich=False`` leaves out the GPU table lookups (for remote hosts, where only the standard library
+    of the host's Python is available); :func:`enrich` adds them on the controller."""
     notes: List[str] = []
 
     def guarded(what: str, fn: Callable[[], T], default: T) -> T:
@@ -72,11 +75,12 @@ def probe_host(host: Host) -> HostProfile:
     lscpu = guarded("lscpu", lambda: system_reader.read_lscpu(host), {})
     os_info = guarded("os", lambda: system_reader.read_os(host, kernel, lscpu), None)
     gpus, links, nvidia, amd = guarded(
-        "gpus", lambda: gpu_reader.read_gpus(host), ((), (), NvidiaState(), AmdState())
+        "gpus", lambda: gpu_reader.read_gpus(host, enrich), ((), (), NvidiaState(), AmdState())
     )
     cpu = guarded("cpu", lambda: system_reader.read_cpu(host, lscpu), CPUInfo())
     memory = guarded("memory", lambda: system_reader.read_memory(host), MemoryInfo())
     storage = guarded("storage", lambda: storage_reader.read_storage(host), StorageInfo())
+    notes.extend(host.notes)
     if nvidia.nvml_error:
         notes.append(f"nvml: {nvidia.nvml_error}")
     kwargs = {"os": os_info} if os_info is not None else {}
@@ -93,6 +97,13 @@ def probe_host(host: Host) -> HostProfile:
         notes=tuple(notes),
         **kwargs,
     )
+
+
+def enrich(profile: HostProfile) -> HostProfile:
+    """Add the GPU table's facts to a profile read with ``enrich=False`` (e.g. on a remote host)."""
+    import dataclasses
+
+    return dataclasses.replace(profile, gpus=gpu_reader.enrich_gpus(profile.gpus))
 
 
 def _is_root() -> bool:

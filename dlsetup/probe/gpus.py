@@ -78,7 +78,7 @@ def scan_pci(host: Host) -> List[dict]:
     return found
 
 
-def table_layer(gpu: dict, pci_ids: "PciIds") -> dict:
+def table_layer(gpu: dict, pci_ids: "Optional[PciIds]") -> dict:
     """Facts from the sourced GPU table for this PCI id, else the name from pci.ids."""
     from dlsetup import gpudb  # the table loads only when a GPU was found
 
@@ -96,7 +96,7 @@ def table_layer(gpu: dict, pci_ids: "PciIds") -> dict:
             "integrated": spec.integrated,
             "sources": ("table",),
         }
-    name = pci_ids.device_name(vendor_id, device_id) if vendor_id and device_id else None
+    name = pci_ids.device_name(vendor_id, device_id) if pci_ids and vendor_id and device_id else None
     layer = {"name": name, "sources": ("pci.ids",)} if name else {}
     cc = gpu.get("compute_capability")
     if cc:
@@ -131,7 +131,10 @@ def nvidia_layers(host: Host, pci_gpus: List[dict]) -> Tuple[List[nv.SmiReport],
     if not host.is_live or (has_nvidia and module_loaded and not reports):
         xml = host.run("nvidia-smi-q-x", COMMANDS["nvidia-smi-q-x"])
         if xml:
-            reports.append(nv.parse_smi_xml(xml))
+            try:
+                reports.append(nv.parse_smi_xml(xml))
+            except nv.SmiParseError as err:
+                host.note(f"nvidia-smi -q -x: {err}")
     return reports, snapshot
 
 
@@ -242,7 +245,9 @@ def read_links(host: Host, gpus: Tuple[GPU, ...]) -> Tuple[GPULink, ...]:
     return nv.parse_topo_matrix(text) if text else ()
 
 
-def read_gpus(host: Host) -> Tuple[Tuple[GPU, ...], Tuple[GPULink, ...], NvidiaState, AmdState]:
+def read_gpus(host: Host, enrich: bool = True) -> Tuple[Tuple[GPU, ...], Tuple[GPULink, ...], NvidiaState, AmdState]:
+    """All GPUs, merged per PCI address. ``enrich=False`` skips the GPU table and pci.ids (a remote host
+    reads; the controller enriches with :func:`enrich_gpus`)."""
     pci_gpus = scan_pci(host)
     reports, snapshot = nvidia_layers(host, pci_gpus)
     amd = amd_layers(host, pci_gpus)
@@ -250,7 +255,7 @@ def read_gpus(host: Host) -> Tuple[Tuple[GPU, ...], Tuple[GPULink, ...], NvidiaS
     by_bus: Dict[str, List[dict]] = {}
     order: List[str] = []
 
-    def add(layer: dict, first: bool = False) -> None:
+    def add(layer: dict) -> None:
         bus = layer.get("pci_bus_id")
         if not bus:
             bus = _match_by_device(layer, by_bus)
@@ -259,10 +264,7 @@ def read_gpus(host: Host) -> Tuple[Tuple[GPU, ...], Tuple[GPULink, ...], NvidiaS
         if bus not in by_bus:
             by_bus[bus] = []
             order.append(bus)
-        if first:
-            by_bus[bus].insert(0, layer)
-        else:
-            by_bus[bus].append(layer)
+        by_bus[bus].append(layer)
 
     for report in reports:  # NVML, then nvidia-smi
         for layer in report.gpus:
@@ -272,17 +274,32 @@ def read_gpus(host: Host) -> Tuple[Tuple[GPU, ...], Tuple[GPULink, ...], NvidiaS
     for layer in pci_gpus:  # sysfs is the least detailed but always there: it goes last
         add(layer)
 
-    pci_ids = PciIds(host)
+    pci_ids = PciIds(host) if enrich else None
     gpus = []
     for bus in sorted(order):
         merged = merge_layers(by_bus[bus])
-        merged = merge_layers([merged, table_layer(merged, pci_ids)])
+        if pci_ids is not None:
+            merged = merge_layers([merged, table_layer(merged, pci_ids)])
         merged.setdefault("vendor", "unknown")
         merged["pci_bus_id"] = bus
         gpus.append(GPU(**fields_of(GPU, merged)))
     gpus = _number(gpus)
     nvidia_state = read_nvidia_state(host, reports, snapshot)
     return tuple(gpus), read_links(host, tuple(gpus)), nvidia_state, read_amd_state(host)
+
+
+def enrich_gpus(gpus: Tuple[GPU, ...], host: Optional[Host] = None) -> Tuple[GPU, ...]:
+    """Fill what the GPU table (or pci.ids on ``host``) knows into GPUs read without it."""
+    import dataclasses
+
+    pci_ids = PciIds(host) if host is not None else None
+    out = []
+    for gpu in gpus:
+        current = dataclasses.asdict(gpu)
+        layer = table_layer(current, pci_ids)
+        merged = merge_layers([current, layer])
+        out.append(GPU(**fields_of(GPU, merged)))
+    return tuple(out)
 
 
 def _match_by_device(layer: dict, by_bus: Dict[str, List[dict]]) -> Optional[str]:

@@ -90,14 +90,21 @@ class BundleRunner(Runner):
 
 
 def _read_text(path: Path) -> Optional[str]:
+    chunks, total = [], 0
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_READ_BYTES + 1)
+            # in chunks: procfs sysctl files refuse one huge read (ENOMEM)
+            while True:
+                chunk = fh.read(65536)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > MAX_READ_BYTES:
+                    return None
+                chunks.append(chunk)
     except (OSError, ValueError):
         return None
-    if len(data) > MAX_READ_BYTES:
-        return None
-    return data.decode("utf-8", "replace")
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 class Host:
@@ -107,6 +114,7 @@ class Host:
         self.root = Path(root)
         self.runner = runner if runner is not None else LiveRunner()
         self.source = source
+        self.notes: List[str] = []  #: what could not be read, and why (reported in the profile)
         self._nvml: Optional[dict] = None
 
     @classmethod
@@ -117,6 +125,9 @@ class Host:
     def bundle(cls, directory: Path) -> "Host":
         directory = Path(directory)
         return cls(directory, BundleRunner(directory), f"bundle:{directory}")
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
 
     @property
     def is_live(self) -> bool:
@@ -184,6 +195,7 @@ class Recorder(Host):
 
     def __init__(self, inner: Host):
         super().__init__(inner.root, inner.runner, inner.source)
+        self.notes = inner.notes
         self._files: Dict[str, bytes] = {}
         self._links: Dict[str, str] = {}
         self._dirs: set = set()

@@ -57,9 +57,7 @@ def render_profile(profile: HostProfile, console: Console) -> None:
             val(g.compute_capability or g.gfx_target), link, val(g.power_limit_w, " W"),
             val(g.ecc_enabled), val(g.mig_enabled), val(g.kernel_driver),
         )
-    if not profile.gpus:
-        gpus.add_row("-", "-", "no GPU found", *["-"] * 8)
-    console.print(gpus)
+    console.print(gpus if profile.gpus else "[bold]GPUs[/]: none found")
     if profile.nvidia_gpus or nv.kernel_module_loaded:
         state = f"kernel module {val(nv.kernel_module_version)} ({val(nv.kernel_module_flavor)}), " \
                 f"library {val(nv.library_version)}, CUDA {val(nv.cuda_driver_version)}"
