@@ -1,0 +1,142 @@
+"""The GPU spec table: every row sourced and well-formed, and every GPU in the real captures found."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import PUBLIC
+from dlsetup import gpudb
+from dlsetup.parsers.pci import lookup_pci_ids
+
+PCI_IDS = next((p for p in (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids")) if p.is_file()), None)
+PRECISIONS = {"fp32", "tf32", "fp16", "bf16", "fp8"}
+
+
+def _captured_gpus() -> list[tuple[str, str, str]]:
+    """(file, product name, pci device id) of every GPU in the public nvidia-smi XML and -q captures."""
+    found = []
+    for path in sorted((PUBLIC / "nvidia").glob("xml_*.xml")):
+        text = path.read_text()
+        for gpu in re.findall(r"<gpu id=.*?</gpu>", text, re.S):
+            name = re.search(r"<product_name>([^<]*)<", gpu).group(1)
+            device = re.search(r"<pci_device_id>([0-9A-Fa-f]{4})10DE<", gpu)
+            found.append((path.name, name, device.group(1).lower() if device else ""))
+    for path in sorted((PUBLIC / "nvidia").glob("smi-q_*.txt")):
+        text = path.read_text()
+        names = re.findall(r"^\s*Product Name\s*:\s*(.+?)\s*$", text, re.M)
+        devices = re.findall(r"^\s*Device Id\s*:\s*0x([0-9A-F]{4})10DE\s*$", text, re.M)
+        found.extend((path.name, n, d.lower()) for n, d in zip(names, devices))
+    return found
+
+
+def test_every_row_is_sourced_and_well_formed() -> None:
+    specs = gpudb.all_specs()
+    assert len(specs) >= 50
+    assert len({s.key for s in specs}) == len(specs)
+    for spec in specs:
+        assert spec.source.startswith("https://"), spec.key
+        assert spec.vendor in {"nvidia", "amd"}, spec.key
+        assert spec.pci_device_ids and all(re.fullmatch(r"[0-9a-f]{4}", d) for d in spec.pci_device_ids), spec.key
+        assert set(spec.peak_tflops) <= PRECISIONS, spec.key
+        assert all(v > 0 for v in spec.peak_tflops.values()), spec.key
+        if spec.vendor == "nvidia":
+            assert gpudb.architecture_for_cc(spec.compute_capability) == spec.architecture, spec.key
+        elif spec.gfx_target:
+            assert gpudb.architecture_for_gfx(spec.gfx_target) == spec.architecture, spec.key
+
+
+def test_no_pci_id_is_listed_twice() -> None:
+    pairs = [(s.vendor, d) for s in gpudb.all_specs() for d in s.pci_device_ids]
+    assert len(pairs) == len(set(pairs))
+
+
+def test_h100_by_pci_id() -> None:
+    spec = gpudb.by_pci_id("10de", "2330")
+    assert spec is not None and spec.name == "NVIDIA H100 80GB HBM3"
+    assert spec.compute_capability == "9.0" and spec.architecture == "Hopper"
+    assert spec.peak_tflops["bf16"] == 989.5
+    assert gpudb.by_pci_id("10DE", "2330") is spec
+    assert gpudb.by_pci_id("10de", "ffff") is None
+    assert gpudb.by_pci_id("1002", "2330") is None
+
+
+def test_every_captured_product_name_resolves() -> None:
+    captured = _captured_gpus()
+    assert len(captured) >= 40
+    for source, name, _ in captured:
+        if name != "Graphics Device":
+            assert gpudb.by_name(name) is not None, (source, name)
+
+
+def test_captured_pci_ids_name_the_same_product() -> None:
+    checked = 0
+    for source, name, device in _captured_gpus():
+        if not device:
+            continue
+        spec = gpudb.by_pci_id("10de", device)
+        assert spec is not None, (source, device)
+        if name != "Graphics Device":
+            assert spec is gpudb.by_name(name), (source, name, device)
+        checked += 1
+    assert checked >= 30
+    # The driver-too-old capture: the table still names the card from its PCI id.
+    assert gpudb.by_pci_id("10de", "2184").name == "NVIDIA GeForce GTX 1660"
+
+
+def test_h100_bundle_gpu_resolves(fixtures_dir: Path) -> None:
+    bundle = fixtures_dir / "bundles" / "h100-ubuntu2404" / "sys" / "bus" / "pci" / "devices" / "0000:00:06.0"
+    vendor = (bundle / "vendor").read_text().strip().removeprefix("0x")
+    device = (bundle / "device").read_text().strip().removeprefix("0x")
+    assert gpudb.by_pci_id(vendor, device) is gpudb.by_name("NVIDIA H100 80GB HBM3")
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("nvidia h100 80gb hbm3", "h100-sxm5-80gb"),
+        ("  NVIDIA   A100-SXM4-80GB ", "a100-sxm4-80gb"),
+        ("V100-SXM2-16GB", "v100-sxm2-16gb"),
+        ("Tesla T4", "t4"),
+        ("T4", "t4"),
+        ("AMD Instinct MI300X", "mi300x"),
+    ],
+)
+def test_by_name_is_tolerant(name: str, key: str) -> None:
+    assert gpudb.by_name(name).key == key
+
+
+def test_by_name_unknown() -> None:
+    assert gpudb.by_name("Graphics Device") is None
+    assert gpudb.by_name("") is None
+
+
+@pytest.mark.parametrize(
+    "cc, arch",
+    [("3.0", "Kepler"), ("5.2", "Maxwell"), ("6.1", "Pascal"), ("7.0", "Volta"), ("7.2", "Volta"), ("7.5", "Turing"),
+     ("8.0", "Ampere"), ("8.6", "Ampere"), ("8.9", "Ada Lovelace"), ("9.0", "Hopper"), ("10.0", "Blackwell"),
+     ("12.0", "Blackwell"), ("2.1", None), ("", None), ("nonsense", None)],
+)
+def test_architecture_for_cc(cc: str, arch: str | None) -> None:
+    assert gpudb.architecture_for_cc(cc) == arch
+
+
+@pytest.mark.parametrize(
+    "gfx, arch",
+    [("gfx906", "GCN5"), ("gfx908", "CDNA"), ("gfx90a", "CDNA2"), ("gfx942", "CDNA3"), ("gfx942:sramecc+:xnack-", "CDNA3"),
+     ("gfx1031", "RDNA2"), ("gfx1100", "RDNA3"), ("GFX1103", "RDNA3"), ("gfx1201", "RDNA4"), ("gfx000", None)],
+)
+def test_architecture_for_gfx(gfx: str, arch: str | None) -> None:
+    assert gpudb.architecture_for_gfx(gfx) == arch
+
+
+@pytest.mark.skipif(PCI_IDS is None, reason="no pci.ids installed (apt install pciutils or hwdata)")
+def test_table_ids_agree_with_pci_ids_database() -> None:
+    text = PCI_IDS.read_text(encoding="utf-8", errors="replace")
+    for device, model in (("2330", "H100"), ("1db1", "V100"), ("20b2", "A100"), ("2204", "RTX 3090")):
+        assert model in lookup_pci_ids(text, "10de", device)[1]
+        assert model.replace("RTX ", "") in gpudb.by_pci_id("10de", device).name
+    assert "MI100" in lookup_pci_ids(text, "1002", "738c")[1]
+    assert gpudb.by_pci_id("1002", "738c").key == "mi100"
