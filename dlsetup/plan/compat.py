@@ -73,6 +73,18 @@ class TorchRelease:
 
 
 @dataclass(frozen=True)
+class TorchCudaBuild:
+    """The compute capabilities PyTorch compiles its build for one CUDA version for."""
+
+    cuda: str
+    cc_min: str
+    cc_max: str
+
+    def runs_on(self, cc: str) -> bool:
+        return vtuple(self.cc_min) <= vtuple(cc) <= vtuple(self.cc_max)
+
+
+@dataclass(frozen=True)
 class TensorflowRelease:
     version: str
     python: Tuple[str, ...]
@@ -134,6 +146,7 @@ class Compat:
     torch_index_base: str
     torch_default: str
     torch: Tuple[TorchRelease, ...]
+    torch_cuda_builds: Tuple[TorchCudaBuild, ...]
     tensorflow_default: str
     tensorflow: Tuple[TensorflowRelease, ...]
     jax: Tuple[JaxVariant, ...]
@@ -178,6 +191,7 @@ def load() -> Compat:
         torch_index_base=t["pytorch"]["index_base"],
         torch_default=t["pytorch"]["default"],
         torch=_rows(TorchRelease, t["pytorch"]["release"], ("python", "cuda", "rocm")),
+        torch_cuda_builds=_rows(TorchCudaBuild, t["pytorch"]["cuda_build"]),
         tensorflow_default=t["tensorflow"]["default"],
         tensorflow=_rows(TensorflowRelease, t["tensorflow"]["release"], ("python",)),
         jax=_rows(JaxVariant, t["jax"]["variant"]),

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from dlsetup.errors import UsageError
 from dlsetup.model import GPU, HostProfile
 from dlsetup.plan import compat
-from dlsetup.plan.compat import Architecture, Compat, OSEntry, TorchRelease, minor, vtuple
+from dlsetup.plan.compat import Architecture, Compat, Cuda, OSEntry, TorchRelease, minor, vtuple
 from dlsetup.plan.request import FRAMEWORKS, Request
 
 #: the order in which playbooks/site.yml applies roles
@@ -64,11 +64,12 @@ class _Nvidia:
     """What the NVIDIA side resolved to."""
 
     architectures: Tuple[Architecture, ...]
-    min_cc: str
+    ccs: Tuple[str, ...]  #: compute capability of every GPU
     branch: int
     install: bool  #: False: the loaded driver is kept
     open_modules: bool
     cuda_ceiling: str  #: highest CUDA the (kept or planned) driver supports
+    driver_version: str  #: the kept driver's version, or the planned branch ("610")
 
 
 def _ver_list(versions: Tuple[str, ...]) -> str:
@@ -90,6 +91,7 @@ class _Planner:
         self.variables: Dict[str, Any] = {}
         self.packages: List[str] = []
         self.extra_index_urls: List[str] = []
+        self.torch: Optional[TorchRelease] = None
 
     def decide(self, topic: str, choice: str, reason: str, rule: str) -> None:
         self.decisions.append(Decision(topic, choice, reason, rule))
@@ -101,6 +103,7 @@ class _Planner:
         python = self.resolve_python(system)
         nvidia_gpus, amd_gpus = self.discrete_gpus()
         self.check_hardware_requests(nvidia_gpus, amd_gpus)
+        self.torch = self.torch_release(python) if "pytorch" in self.request.frameworks else None
         nvidia = self.resolve_nvidia(nvidia_gpus, system) if nvidia_gpus else None
         rocm = self.resolve_rocm(amd_gpus, system) if amd_gpus and not nvidia else None
         if not nvidia and not rocm:
@@ -139,14 +142,14 @@ class _Planner:
             raise PlanConflict(f"{found} is not supported: install {supported} (or plan from a bundle of one)")
         if os_.arch not in (None, "x86_64"):
             raise PlanConflict(f"architecture {os_.arch} is not supported: dlsetup plans x86_64 hosts only")
-        self.decide("os", system.key, f"{system.key} ({system.codename}) is supported", f"os:{system.key}")
+        self.decide("os", system.key, f"{system.key} ({system.codename}) is supported", f"os:{system.id}-{system.version}")
         return system
 
     def resolve_python(self, system: OSEntry) -> str:
         if self.request.python:
             self.decide("python", self.request.python, "pinned by the request", "rule:pin")
             return self.request.python
-        self.decide("python", system.python, f"the python3 of {system.key}", f"os:{system.key}")
+        self.decide("python", system.python, f"the python3 of {system.key}", f"os:{system.id}-{system.version}")
         return system.python
 
     def discrete_gpus(self) -> Tuple[Tuple[GPU, ...], Tuple[GPU, ...]]:
@@ -188,7 +191,8 @@ class _Planner:
         r = self.request
         by_gpu = [(g, self.architecture_of(g)) for g in gpus]
         archs = tuple(dict.fromkeys(a for _, a in by_gpu))
-        min_cc = min((g.compute_capability or a.cc_min for g, a in by_gpu), key=vtuple)
+        ccs = tuple(g.compute_capability or a.cc_min for g, a in by_gpu)
+        min_cc = min(ccs, key=vtuple)
         for arch in archs:
             self.decide("gpu", arch.name, f"compute capability {arch.cc_min}-{arch.cc_max}", f"nvidia:{arch.name}")
         if any(a.open_modules_required for a in archs) and not all(a.open_modules for a in archs):
@@ -226,7 +230,7 @@ class _Planner:
                     f"or newer, or --cuda {branch.max_cuda} or older")
             allowed = [branch]
 
-        kept = self.keep_loaded_driver(archs, min_cc, allowed, cuda, open_modules)
+        kept = self.keep_loaded_driver(archs, ccs, allowed, cuda, open_modules)
         if kept:
             return kept
         fitting = [b for b in allowed if not cuda or vtuple(b.max_cuda) >= vtuple(cuda.version)]
@@ -250,9 +254,9 @@ class _Planner:
             "nvidia_driver_loaded_version": self.profile.nvidia.kernel_module_version or "",
             **{f"nvidia_driver_repo_{k}": v for k, v in repo.items()},
         })
-        return _Nvidia(archs, min_cc, branch.branch, True, open_modules, branch.max_cuda)
+        return _Nvidia(archs, ccs, branch.branch, True, open_modules, branch.max_cuda, str(branch.branch))
 
-    def keep_loaded_driver(self, archs: Tuple[Architecture, ...], min_cc: str, allowed: list, cuda: Any,
+    def keep_loaded_driver(self, archs: Tuple[Architecture, ...], ccs: Tuple[str, ...], allowed: list, cuda: Any,
                            open_modules: bool) -> Optional[_Nvidia]:
         state = self.profile.nvidia
         version = state.library_version or state.kernel_module_version
@@ -266,6 +270,9 @@ class _Planner:
             why_not = f"CUDA {cuda.version} needs driver >= {cuda.toolkit_min_driver}"
         elif any(a.open_modules_required for a in archs) and state.kernel_module_flavor == "proprietary":
             why_not = "Blackwell needs the open kernel modules"
+        elif self.torch and not any(vtuple(version) >= vtuple(c.compat_min_driver)
+                                    for c in self.torch_builds(self.torch, archs, ccs)):
+            why_not = f"no torch {self.torch.version} CUDA build for these GPUs runs on it"
         if why_not:
             self.decide("driver", f"replace {version}", why_not, "rule:keep-loaded-driver")
             return None
@@ -276,7 +283,7 @@ class _Planner:
         self.decide("driver", f"keep {version}",
                     f"the loaded {state.kernel_module_flavor or ''} driver supports {'/'.join(a.name for a in archs)}"
                     f" and CUDA up to {ceiling}: not reinstalled".replace("  ", " "), "rule:keep-loaded-driver")
-        return _Nvidia(archs, min_cc, branch, False, open_modules, ceiling)
+        return _Nvidia(archs, ccs, branch, False, open_modules, ceiling, version)
 
     # -- AMD ---------------------------------------------------------------------------------
     def resolve_rocm(self, gpus: Tuple[GPU, ...], system: OSEntry) -> Optional[str]:
@@ -330,19 +337,12 @@ class _Planner:
         return release
 
     def resolve_pytorch(self, python: str, nvidia: Optional[_Nvidia], rocm: Optional[str]) -> None:
-        release = self.torch_release(python)
+        release = self.torch
+        assert release is not None  # resolved in run() when pytorch is requested
         if nvidia:
-            limit = self.request.cuda or nvidia.cuda_ceiling
-            builds = [c for c in map(self.data.cuda_release, release.cuda) if c is not None
-                      and vtuple(c.version) <= vtuple(limit) and vtuple(c.min_cc) <= vtuple(nvidia.min_cc)
-                      and all(a.allows_cuda(c.version) for a in nvidia.architectures)]
-            if not builds:
-                raise PlanConflict(f"torch {release.version} has no CUDA build for this GPU at CUDA <= {limit}: "
-                                   "use another --torch or a newer --driver-branch")
-            build = max(builds, key=lambda c: vtuple(c.version))
+            build, why = self.torch_cuda_build(release, nvidia)
             tag = build.wheel_tag
-            self.decide("torch build", tag, f"the newest torch {release.version} CUDA build not above CUDA {limit} "
-                        f"that runs on compute capability {nvidia.min_cc}", f"cuda:{build.version}")
+            self.decide("torch build", tag, why, f"cuda:{build.version}")
         elif rocm:
             builds = [v for v in release.rocm if vtuple(v) <= vtuple(rocm)
                       and any(x.version == v for x in self.data.rocm)]
@@ -355,6 +355,33 @@ class _Planner:
             self.decide("torch build", tag, "no usable GPU: the CPU build", "rule:cpu-only")
         self.packages.append(f"torch=={release.version}")
         self.add_index(f"{self.data.torch_index_base}/{tag}")
+
+    def torch_builds(self, release: TorchRelease, archs: Tuple[Architecture, ...],
+                     ccs: Tuple[str, ...]) -> List[Cuda]:
+        """The CUDA builds of ``release`` compiled for every one of these GPUs."""
+        built_for = {b.cuda: b for b in self.data.torch_cuda_builds}
+        return [c for c in map(self.data.cuda_release, release.cuda) if c is not None
+                and c.version in built_for and all(built_for[c.version].runs_on(cc) for cc in ccs)
+                and all(vtuple(c.min_cc) <= vtuple(cc) for cc in ccs) and all(a.allows_cuda(c.version) for a in archs)]
+
+    def torch_cuda_build(self, release: TorchRelease, nvidia: _Nvidia) -> Tuple[Cuda, str]:
+        """The newest build not above the driver's CUDA (or the --cuda pin); failing that, the oldest
+        build the driver runs through CUDA minor-version compatibility."""
+        limit = self.request.cuda or nvidia.cuda_ceiling
+        builds = self.torch_builds(release, nvidia.architectures, nvidia.ccs)
+        exact = [c for c in builds if vtuple(c.version) <= vtuple(limit)]
+        if exact:
+            build = max(exact, key=lambda c: vtuple(c.version))
+            return build, (f"the newest torch {release.version} CUDA build not above CUDA {limit} that runs on "
+                           f"compute capability {'/'.join(nvidia.ccs)}")
+        compatible = [c for c in builds if not self.request.cuda
+                      and vtuple(nvidia.driver_version) >= vtuple(c.compat_min_driver)]
+        if not compatible:
+            raise PlanConflict(f"torch {release.version} has no CUDA build for this GPU at CUDA <= {limit}: "
+                               "use another --torch or a newer --driver-branch")
+        build = min(compatible, key=lambda c: vtuple(c.version))
+        return build, (f"driver {nvidia.driver_version} supports CUDA {limit}; the {build.wheel_tag} build runs "
+                       f"on it through minor-version compatibility (driver >= {build.compat_min_driver})")
 
     def resolve_tensorflow(self, python: str, nvidia: Optional[_Nvidia], rocm: Optional[str]) -> None:
         wanted = self.request.tensorflow or self.data.tensorflow_default

@@ -1,0 +1,55 @@
+"""``dlsetup plan``: which driver, CUDA or ROCm and framework builds fit this host, and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from dlsetup.errors import UsageError
+
+
+@click.command()
+@click.option("--from-bundle", type=click.Path(path_type=Path), help="Plan for a saved bundle instead of this host.")
+@click.option("--config", type=click.Path(path_type=Path), help="YAML file with these options; options given here win.")
+@click.option("--framework", "frameworks", multiple=True, help="pytorch, tensorflow or jax (repeatable).")
+@click.option("--driver-branch", help="NVIDIA driver branch, e.g. 580.")
+@click.option("--cuda", help="Also install this CUDA toolkit, e.g. 13.0.")
+@click.option("--rocm", help="ROCm release, e.g. 7.2.")
+@click.option("--torch", help="PyTorch release, e.g. 2.13 or 2.13.0.")
+@click.option("--tensorflow", help="TensorFlow release, e.g. 2.21.")
+@click.option("--python", help="Python for the framework venv, e.g. 3.12 (default: the OS's python3).")
+@click.option("--container-toolkit/--no-container-toolkit", default=None, help="NVIDIA Container Toolkit.")
+@click.option("--pip-index-url", help="pip index (a mirror); vendor indexes are then not added.")
+@click.option("--pip-find-links", multiple=True, help="Directory or URL with wheels (repeatable).")
+@click.option("--pip-offline", is_flag=True, default=None, help="Install only from --pip-find-links.")
+@click.option("--venv", "venv_path", help="Where the framework venv goes (default /opt/dlsetup/venv).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--emit-vars", type=click.Path(path_type=Path), help="Write the playbook variables as YAML.")
+def plan(from_bundle: Optional[Path], config: Optional[Path], as_json: bool, emit_vars: Optional[Path],
+         **options: Any) -> None:
+    """Resolve a driver / CUDA or ROCm / framework stack that fits, and explain every choice."""
+    from dlsetup.plan import load_request, make_plan
+    from dlsetup.probe import probe
+
+    request = load_request(config, **options)
+    if from_bundle is not None and not from_bundle.is_dir():
+        raise UsageError(f"bundle directory not found: {from_bundle}")
+    result = make_plan(probe(bundle=from_bundle), request)
+    if emit_vars is not None:
+        import yaml
+
+        try:
+            emit_vars.write_text(yaml.safe_dump(dict(result.variables), sort_keys=False), encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"cannot write {emit_vars}: {err.strerror or err}") from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    from rich.console import Console
+
+    from dlsetup.plan.render import render_plan
+
+    render_plan(result, Console())
