@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
 from types import MappingProxyType
-from typing import Mapping
 
 #: The table layout this module reads (``schema_version`` at the top of gpus.toml).
 TABLE_SCHEMA_VERSION = 1
@@ -99,7 +99,9 @@ def all_specs() -> tuple[GpuSpec, ...]:
     """Every row of the table, in file order."""
     table = tomllib.loads(files("dlsetup").joinpath("data", "gpus.toml").read_text(encoding="utf-8"))
     if table.get("schema_version") != TABLE_SCHEMA_VERSION:
-        raise RuntimeError(f"gpus.toml schema_version {table.get('schema_version')!r} is not {TABLE_SCHEMA_VERSION}")
+        raise RuntimeError(
+            f"gpus.toml schema_version {table.get('schema_version')!r} is not {TABLE_SCHEMA_VERSION}"
+        )
     return tuple(_spec(row) for row in table["gpu"])
 
 

@@ -11,7 +11,9 @@ from conftest import PUBLIC
 from dlsetup import gpudb
 from dlsetup.parsers.pci import lookup_pci_ids
 
-PCI_IDS = next((p for p in (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids")) if p.is_file()), None)
+PCI_IDS = next(
+    (p for p in (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids")) if p.is_file()), None
+)
 PRECISIONS = {"fp32", "tf32", "fp16", "bf16", "fp8"}
 
 
@@ -39,7 +41,9 @@ def test_every_row_is_sourced_and_well_formed() -> None:
     for spec in specs:
         assert spec.source.startswith("https://"), spec.key
         assert spec.vendor in {"nvidia", "amd"}, spec.key
-        assert spec.pci_device_ids and all(re.fullmatch(r"[0-9a-f]{4}", d) for d in spec.pci_device_ids), spec.key
+        assert spec.pci_device_ids and all(re.fullmatch(r"[0-9a-f]{4}", d) for d in spec.pci_device_ids), (
+            spec.key
+        )
         assert set(spec.peak_tflops) <= PRECISIONS, spec.key
         assert all(v > 0 for v in spec.peak_tflops.values()), spec.key
         if spec.vendor == "nvidia":
@@ -115,9 +119,23 @@ def test_by_name_unknown() -> None:
 
 @pytest.mark.parametrize(
     "cc, arch",
-    [("3.0", "Kepler"), ("5.2", "Maxwell"), ("6.1", "Pascal"), ("7.0", "Volta"), ("7.2", "Volta"), ("7.5", "Turing"),
-     ("8.0", "Ampere"), ("8.6", "Ampere"), ("8.9", "Ada Lovelace"), ("9.0", "Hopper"), ("10.0", "Blackwell"),
-     ("12.0", "Blackwell"), ("2.1", None), ("", None), ("nonsense", None)],
+    [
+        ("3.0", "Kepler"),
+        ("5.2", "Maxwell"),
+        ("6.1", "Pascal"),
+        ("7.0", "Volta"),
+        ("7.2", "Volta"),
+        ("7.5", "Turing"),
+        ("8.0", "Ampere"),
+        ("8.6", "Ampere"),
+        ("8.9", "Ada Lovelace"),
+        ("9.0", "Hopper"),
+        ("10.0", "Blackwell"),
+        ("12.0", "Blackwell"),
+        ("2.1", None),
+        ("", None),
+        ("nonsense", None),
+    ],
 )
 def test_architecture_for_cc(cc: str, arch: str | None) -> None:
     assert gpudb.architecture_for_cc(cc) == arch
@@ -125,8 +143,18 @@ def test_architecture_for_cc(cc: str, arch: str | None) -> None:
 
 @pytest.mark.parametrize(
     "gfx, arch",
-    [("gfx906", "GCN5"), ("gfx908", "CDNA"), ("gfx90a", "CDNA2"), ("gfx942", "CDNA3"), ("gfx942:sramecc+:xnack-", "CDNA3"),
-     ("gfx1031", "RDNA2"), ("gfx1100", "RDNA3"), ("GFX1103", "RDNA3"), ("gfx1201", "RDNA4"), ("gfx000", None)],
+    [
+        ("gfx906", "GCN5"),
+        ("gfx908", "CDNA"),
+        ("gfx90a", "CDNA2"),
+        ("gfx942", "CDNA3"),
+        ("gfx942:sramecc+:xnack-", "CDNA3"),
+        ("gfx1031", "RDNA2"),
+        ("gfx1100", "RDNA3"),
+        ("GFX1103", "RDNA3"),
+        ("gfx1201", "RDNA4"),
+        ("gfx000", None),
+    ],
 )
 def test_architecture_for_gfx(gfx: str, arch: str | None) -> None:
     assert gpudb.architecture_for_gfx(gfx) == arch

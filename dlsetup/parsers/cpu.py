@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 _BASE_CLOCK = re.compile(r"@\s*(\d+(?:\.\d+)?)\s*GHz", re.IGNORECASE)
-_SIZE = re.compile(r"^(?P<num>\d+(?:[.,]\d+)?)\s*(?P<unit>[KMGT]?)(?P<iec>i?B)?(?:\s*\((?P<inst>\d+) instances?\))?$")
+_SIZE = re.compile(
+    r"^(?P<num>\d+(?:[.,]\d+)?)\s*(?P<unit>[KMGT]?)(?P<iec>i?B)?(?:\s*\((?P<inst>\d+) instances?\))?$"
+)
 _UNIT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 #: x86 parts ship SMT of at most 2 threads per core; POWER goes up to 8. More is a broken topology.
@@ -23,14 +26,14 @@ _MAX_PLAUSIBLE_MHZ = 6300.0
 _ROUNDING = 0.01
 
 
-def _int(value: Optional[str]) -> Optional[int]:
+def _int(value: str | None) -> int | None:
     try:
         return int(value.strip()) if value is not None else None
     except ValueError:
         return None
 
 
-def _float(value: Optional[str]) -> Optional[float]:
+def _float(value: str | None) -> float | None:
     """A number as lscpu prints it, also with a decimal comma ("4700,0000") under some locales."""
     try:
         return float(value.strip().replace(",", ".")) if value is not None else None
@@ -38,19 +41,19 @@ def _float(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def _base_mhz(model: Optional[str]) -> Optional[float]:
+def _base_mhz(model: str | None) -> float | None:
     """The nominal clock when the model name states it ("... @ 2.10GHz"), else None."""
     match = _BASE_CLOCK.search(model or "")
     return round(float(match.group(1)) * 1000.0, 3) if match else None
 
 
-def _model(name: Optional[str]) -> Optional[str]:
+def _model(name: str | None) -> str | None:
     """Model name with runs of spaces collapsed ("CPU           X7550  @ 2.00GHz")."""
     cleaned = " ".join((name or "").split())
     return cleaned or None
 
 
-def _flag_keys(flags: Iterable[str]) -> Dict[str, Any]:
+def _flag_keys(flags: Iterable[str]) -> dict[str, Any]:
     found = set(flags)
     return {
         "avx2": "avx2" in found,
@@ -60,9 +63,9 @@ def _flag_keys(flags: Iterable[str]) -> Dict[str, Any]:
     }
 
 
-def _blocks(text: str) -> Iterator[Dict[str, str]]:
+def _blocks(text: str) -> Iterator[dict[str, str]]:
     """The blank-line separated ``key : value`` blocks of /proc/cpuinfo."""
-    block: Dict[str, str] = {}
+    block: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not line.strip():
@@ -75,7 +78,7 @@ def _blocks(text: str) -> Iterator[Dict[str, str]]:
         yield block
 
 
-def _hybrid(processors: List[Dict[str, str]], vendor: Optional[str]) -> Optional[bool]:
+def _hybrid(processors: list[dict[str, str]], vendor: str | None) -> bool | None:
     """Whether the package mixes performance and efficiency cores, from evidence only.
 
     Intel hybrid parts give SMT to performance cores but never to efficiency cores, so a package
@@ -88,7 +91,7 @@ def _hybrid(processors: List[Dict[str, str]], vendor: Optional[str]) -> Optional
     numbers = sorted(n for n in (_int(p.get("processor")) for p in processors) if n is not None)
     if not numbers or numbers != list(range(len(numbers))):
         return None
-    threads: Dict[Tuple[str, str], int] = {}
+    threads: dict[tuple[str, str], int] = {}
     for proc in processors:
         if "physical id" not in proc or "core id" not in proc:
             return None
@@ -102,7 +105,7 @@ def _hybrid(processors: List[Dict[str, str]], vendor: Optional[str]) -> Optional
     return None
 
 
-def parse_proc_cpuinfo(text: str) -> Dict[str, Any]:
+def parse_proc_cpuinfo(text: str) -> dict[str, Any]:
     """CPUInfo keys from ``/proc/cpuinfo``.
 
     The ``cache size`` line is left alone: on AMD it is the per-core L2, not the L3, so it cannot give
@@ -113,7 +116,7 @@ def parse_proc_cpuinfo(text: str) -> Dict[str, Any]:
     if not processors:
         return {}
     first = processors[0]
-    out: Dict[str, Any] = {"logical_cpus": len(processors)}
+    out: dict[str, Any] = {"logical_cpus": len(processors)}
     model = _model(first.get("model name"))
     if model:
         out["model"] = model
@@ -136,7 +139,7 @@ def parse_proc_cpuinfo(text: str) -> Dict[str, Any]:
     return out
 
 
-def _size(value: str) -> Optional[Tuple[int, bool]]:
+def _size(value: str) -> tuple[int, bool] | None:
     """(bytes, is_total) of an lscpu cache size.
 
     util-linux 2.34 and later print the sum over all instances with IEC units ("1.5 MiB",
@@ -152,7 +155,7 @@ def _size(value: str) -> Optional[Tuple[int, bool]]:
     return int(number * _UNIT[match["unit"]]), total
 
 
-def _pairs(text: str) -> Tuple[Dict[str, str], List[Dict[str, str]]]:
+def _pairs(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     """``key: value`` pairs of lscpu's human output and the rows of an appended ``lscpu -p`` table.
 
     Keys are normalised so the tree layout of util-linux 2.38+ ("Caches (sum of all):" then "L3:")
@@ -161,10 +164,10 @@ def _pairs(text: str) -> Tuple[Dict[str, str], List[Dict[str, str]]]:
     tables (``-p`` then ``-p --physical``) only the first is read: each numbers the cores its own way.
     Its rows are dicts keyed by the ``# CPU,Core,Socket,...`` header.
     """
-    pairs: Dict[str, str] = {}
-    header: Optional[List[str]] = None
-    rows: List[Dict[str, str]] = []
-    last: Optional[str] = None
+    pairs: dict[str, str] = {}
+    header: list[str] | None = None
+    rows: list[dict[str, str]] = []
+    last: str | None = None
     column = 0
     for line in text.splitlines():
         if line.startswith("#"):
@@ -190,7 +193,7 @@ def _key(raw: str) -> str:
     return f"{key} cache" if re.fullmatch(r"L\d[di]?", key) else key
 
 
-def _plausible_max(max_mhz: Optional[float], floor: Optional[float]) -> Optional[float]:
+def _plausible_max(max_mhz: float | None, floor: float | None) -> float | None:
     """max MHz unless it is below the base/min clock or beyond any shipping part."""
     if max_mhz is None or max_mhz <= 0 or max_mhz > _MAX_PLAUSIBLE_MHZ:
         return None
@@ -199,8 +202,8 @@ def _plausible_max(max_mhz: Optional[float], floor: Optional[float]) -> Optional
     return max_mhz
 
 
-def _from_pairs(pairs: Dict[str, str], rows: List[Dict[str, str]]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
+def _from_pairs(pairs: dict[str, str], rows: list[dict[str, str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     model = _model(pairs.get("Model name"))
     if model:
         out["model"] = model
@@ -217,7 +220,7 @@ def _from_pairs(pairs: Dict[str, str], rows: List[Dict[str, str]]) -> Dict[str, 
 
     cores_seen = {(r["Socket"], r["Core"]) for r in rows if r.get("Socket") and r.get("Core")}
     if cores_seen:
-        cores: Optional[int] = len(cores_seen)
+        cores: int | None = len(cores_seen)
     elif sockets and per_socket:
         cores = sockets * per_socket
     else:
@@ -251,7 +254,7 @@ def _from_pairs(pairs: Dict[str, str], rows: List[Dict[str, str]]) -> Dict[str, 
     return out
 
 
-def parse_lscpu(text: str) -> Dict[str, Any]:
+def parse_lscpu(text: str) -> dict[str, Any]:
     """CPUInfo keys (plus ``hypervisor``) from ``lscpu`` human output, with or without ``lscpu -p``.
 
     Cache sizes are totals over all instances. Old util-linux prints one instance's size; its total is
@@ -262,7 +265,7 @@ def parse_lscpu(text: str) -> Dict[str, Any]:
     return _from_pairs(*_pairs(text))
 
 
-def _json_fields(entries: Any, into: Dict[str, str]) -> None:
+def _json_fields(entries: Any, into: dict[str, str]) -> None:
     if not isinstance(entries, list):
         return
     for entry in entries:
@@ -274,26 +277,26 @@ def _json_fields(entries: Any, into: Dict[str, str]) -> None:
         _json_fields(entry.get("children"), into)
 
 
-def parse_lscpu_json(text: str) -> Dict[str, Any]:
+def parse_lscpu_json(text: str) -> dict[str, Any]:
     """CPUInfo keys from ``lscpu -J`` (flat, or nested ``children`` in util-linux 2.38+)."""
     try:
         document = json.loads(text)
     except ValueError:
         return {}
-    pairs: Dict[str, str] = {}
+    pairs: dict[str, str] = {}
     if isinstance(document, dict):
         _json_fields(document.get("lscpu"), pairs)
     return _from_pairs(pairs, [])
 
 
-def merge_cpu(*sources: Dict[str, Any]) -> Dict[str, Any]:
+def merge_cpu(*sources: dict[str, Any]) -> dict[str, Any]:
     """Combine parser results; for each key the first source with a non-None value wins.
 
     Pass the most exact source first: ``lscpu`` (text with ``-p``), then ``lscpu -J``, then
     ``/proc/cpuinfo``. lscpu reads sysfs topology and cache data; /proc/cpuinfo fills what it lacks
     (hybrid, flags on systems without lscpu). An empty ``avx512_extensions`` counts as unknown.
     """
-    merged: Dict[str, Any] = {}
+    merged: dict[str, Any] = {}
     for source in sources:
         for key, value in source.items():
             if merged.get(key) in (None, ()) and value is not None:

@@ -1,14 +1,14 @@
-"""Parse ``dmidecode -t memory`` (SMBIOS type 17, "Memory Device") into :class:`~dlsetup.model.MemoryInfo` keys.
+"""Parse ``dmidecode -t memory`` (SMBIOS type 17) into :class:`~dlsetup.model.MemoryInfo` keys.
 
 Each record looks like::
 
     Handle 0x1100, DMI type 17, 84 bytes
     Memory Device
-    	Size: 32 GB
-    	Locator: DIMM_A1
-    	Bank Locator: P0_Node0_Channel0_Dimm0
-    	Speed: 3200 MT/s
-    	Configured Memory Speed: 2933 MT/s
+        Size: 32 GB
+        Locator: DIMM_A1
+        Bank Locator: P0_Node0_Channel0_Dimm0
+        Speed: 3200 MT/s
+        Configured Memory Speed: 2933 MT/s
 
 An empty slot reads "Size: No Module Installed". dmidecode before 3.2 labelled speeds "MHz" though
 SMBIOS stores them in MT/s, so both units are read as MT/s. Unreadable records are skipped.
@@ -17,7 +17,8 @@ SMBIOS stores them in MT/s, so both units are read as MT/s. Unreadable records a
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 _SIZE = re.compile(r"^(\d+)\s*(bytes|kB|KB|MB|GB|TB)$")
 _UNITS = {"bytes": 1, "kB": 1 << 10, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
@@ -27,9 +28,9 @@ _CHANNEL = re.compile(r"channel[\s_-]*[A-Za-z0-9]+", re.IGNORECASE)
 _CONFIGURED_SPEED = ("Configured Memory Speed", "Configured Clock Speed")
 
 
-def _records(text: str) -> Iterator[Dict[str, str]]:
+def _records(text: str) -> Iterator[dict[str, str]]:
     """The tab-indented ``key: value`` fields of every "Memory Device" record."""
-    record: Optional[Dict[str, str]] = None
+    record: dict[str, str] | None = None
     for line in text.splitlines():
         if not line.startswith(("\t", " ")):
             if record is not None:
@@ -43,12 +44,12 @@ def _records(text: str) -> Iterator[Dict[str, str]]:
         yield record
 
 
-def _speed(value: Optional[str]) -> Optional[int]:
+def _speed(value: str | None) -> int | None:
     match = _SPEED.match(value or "")
     return int(match.group(1)) if match and int(match.group(1)) > 0 else None
 
 
-def _channel(record: Dict[str, str]) -> Optional[str]:
+def _channel(record: dict[str, str]) -> str | None:
     """The locator text up to its channel name ("P0_Node0_Channel0"), or None when it names none."""
     for key in ("Bank Locator", "Locator"):
         match = _CHANNEL.search(record.get(key, ""))
@@ -57,7 +58,7 @@ def _channel(record: Dict[str, str]) -> Optional[str]:
     return None
 
 
-def parse_memory_devices(text: str) -> List[Dict[str, Any]]:
+def parse_memory_devices(text: str) -> list[dict[str, Any]]:
     """One dict per populated slot: ``size_bytes``, ``speed_mts`` (configured, else rated) and ``channel``."""
     devices = []
     for record in _records(text):
@@ -75,7 +76,7 @@ def parse_memory_devices(text: str) -> List[Dict[str, Any]]:
     return devices
 
 
-def parse_dmidecode_memory(text: str) -> Dict[str, Any]:
+def parse_dmidecode_memory(text: str) -> dict[str, Any]:
     """``dimm_count``, ``dimm_speed_mts`` and ``populated_channels`` from ``dmidecode -t memory``.
 
     The speed is the slowest populated DIMM's (the channel runs at it). ``populated_channels`` is given

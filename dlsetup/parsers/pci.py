@@ -4,24 +4,26 @@
 ``/usr/share/hwdata/pci.ids``) lists vendors sorted by id, each followed by its tab-indented devices::
 
     10de  NVIDIA Corporation
-    	2330  GH100 [H100 SXM5 80GB]
-    		10de 16c1  H100 SXM5 80GB
+        2330  GH100 [H100 SXM5 80GB]
+                10de 16c1  H100 SXM5 80GB
 """
 
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Tuple
+from collections.abc import Iterator
 
 #: lspci PCI vendor ids of the GPU makers, as GPU.vendor names them.
 GPU_VENDORS = {"10de": "nvidia", "1002": "amd", "8086": "intel"}
 
 _BRACKETED_ID = re.compile(r"^(?P<name>.*?)\s*\[(?P<id>[0-9a-fA-F]{4})\]$")
-_SLOT = re.compile(r"^(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{2}):(?P<dev>[0-9a-fA-F]{2})\.(?P<fn>[0-7])$")
+_SLOT = re.compile(
+    r"^(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{2}):(?P<dev>[0-9a-fA-F]{2})\.(?P<fn>[0-7])$"
+)
 _HEX4 = re.compile(r"^[0-9a-f]{4}$")
 
 
-def lookup_pci_ids(text: str, vendor_id: str, device_id: str) -> Tuple[Optional[str], Optional[str]]:
+def lookup_pci_ids(text: str, vendor_id: str, device_id: str) -> tuple[str | None, str | None]:
     """(vendor name, device name) for an id pair in a ``pci.ids`` text; None for what is not listed.
 
     The scan stops at the end of the vendor's block, so the class list and later vendors are not read.
@@ -37,7 +39,7 @@ def lookup_pci_ids(text: str, vendor_id: str, device_id: str) -> Tuple[Optional[
         if start == 0 or text[start - 1] == "\n":
             break
         start += 1
-    lines = iter(text[start:].splitlines())
+    lines = _lines_from(text, start)
     vendor = next(lines)[6:].strip() or None
     for line in lines:
         if line.startswith("#") or not line.strip():
@@ -49,7 +51,16 @@ def lookup_pci_ids(text: str, vendor_id: str, device_id: str) -> Tuple[Optional[
     return vendor, None
 
 
-def _bus_id(slot: str) -> Optional[str]:
+def _lines_from(text: str, start: int) -> Iterator[str]:
+    """The lines of ``text`` from offset ``start``, split lazily (pci.ids is over a megabyte)."""
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        yield text[start:end].rstrip("\r")
+        start = end + 1
+
+
+def _bus_id(slot: str) -> str | None:
     """``bb:dd.f`` or ``dddd:bb:dd.f`` normalised to ``dddd:bb:dd.f`` lowercase."""
     match = _SLOT.match(slot.strip())
     if not match:
@@ -58,7 +69,7 @@ def _bus_id(slot: str) -> Optional[str]:
     return f"{domain:04x}:{match['bus']}:{match['dev']}.{match['fn']}".lower()
 
 
-def _split(value: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+def _split(value: str | None) -> tuple[str | None, str | None]:
     """``"NVIDIA Corporation [10de]"`` -> ("NVIDIA Corporation", "10de")."""
     text = (value or "").strip()
     match = _BRACKETED_ID.match(text)
@@ -67,13 +78,13 @@ def _split(value: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
     return match["name"] or None, match["id"].lower()
 
 
-def _device(fields: Dict[str, str]) -> Optional[Dict[str, object]]:
+def _device(fields: dict[str, str]) -> dict[str, object] | None:
     bus_id = _bus_id(fields.get("Slot", ""))
     _, vendor_id = _split(fields.get("Vendor"))
     name, device_id = _split(fields.get("Device"))
     if bus_id is None or vendor_id is None or device_id is None:
         return None
-    device: Dict[str, object] = {
+    device: dict[str, object] = {
         "pci_bus_id": bus_id,
         "pci_vendor_id": vendor_id,
         "pci_device_id": device_id,
@@ -88,22 +99,22 @@ def _device(fields: Dict[str, str]) -> Optional[Dict[str, object]]:
         device["pci_subsystem_id"] = f"{subvendor}:{subdevice}"
     if fields.get("Driver"):
         device["kernel_driver"] = fields["Driver"]
-    if vendor_id in GPU_VENDORS:
+    if vendor_id in GPU_VENDORS and (class_id or "").startswith("03"):
         device["vendor"] = GPU_VENDORS[vendor_id]
     return device
 
 
-def parse_lspci_nnmmv(text: str) -> List[Dict[str, object]]:
+def parse_lspci_nnmmv(text: str) -> list[dict[str, object]]:
     """Every device of ``lspci -nnmmv`` (``-k`` adds ``Driver``), as GPU field names.
 
     Keys: ``pci_bus_id`` ("0000:00:0f.0"), ``pci_vendor_id``, ``pci_device_id``, ``name`` (the device
     name lspci prints), ``pci_class`` ("0300"), ``pci_subsystem_id`` ("15ad:0405"), ``kernel_driver``,
-    and ``vendor`` ("nvidia", "amd", "intel") for GPU makers. The revision is not kept: the model has no
-    field for it. Records without a slot, vendor id or device id are skipped.
+    and ``vendor`` ("nvidia", "amd", "intel") for display controllers of GPU makers. The revision is
+    not kept: the model has no field for it. Records without a slot, vendor or device id are skipped.
     """
     devices = []
     for record in re.split(r"\n\s*\n", text):
-        fields: Dict[str, str] = {}
+        fields: dict[str, str] = {}
         for line in record.splitlines():
             key, sep, value = line.partition(":")
             if sep and key.strip() and key.strip() not in fields:
