@@ -1,0 +1,195 @@
+"""Typed results of a run, and the aggregation of ansible-runner events into them.
+
+:class:`Tally` consumes the structured events ansible-runner emits (``runner_on_*``,
+``playbook_on_task_start``, ``playbook_on_stats``); nothing is read from Ansible's human output.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Collection, Dict, Mapping, Optional, Tuple
+
+#: the ``playbook_on_stats`` counters, as Ansible names them -> our names
+_STATS = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable",
+          "skipped": "skipped", "rescued": "rescued", "ignored": "ignored"}
+
+
+#: what Ansible and sudo/su say when privilege escalation, or an unprivileged task, fails
+_PRIVILEGES = re.compile(
+    r"missing sudo password|incorrect sudo password|a password is required|not in the sudoers|"
+    r"privilege escalation|sudo: (?:command )?not found|are you root|permission denied",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task that failed on a host, or the host that could not be reached."""
+
+    task: str
+    message: str
+    unreachable: bool = False
+
+    @property
+    def privileges(self) -> bool:
+        """The failure is missing privileges (become failed, or a task needed root)."""
+        return bool(_PRIVILEGES.search(self.message))
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What a run did on one host. Counters are Ansible's play recap."""
+
+    host: str
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+    reboot_required: Optional[bool] = None  #: None: the run did not get as far as checking
+    failure: Optional[TaskFailure] = None  #: the first failure, when any
+    captured: Mapping[str, Any] = field(default_factory=dict)  #: task name -> its result, for captured tasks
+
+    @property
+    def status(self) -> str:
+        """``unreachable``, ``failed``, ``changed`` or ``ok``."""
+        if self.unreachable:
+            return "unreachable"
+        if self.failed:
+            return "failed"
+        return "changed" if self.changed else "ok"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready summary (captured results are left out: they are internal)."""
+        failure = self.failure
+        return {
+            "host": self.host,
+            "status": self.status,
+            "ok": self.ok,
+            "changed": self.changed,
+            "failed": self.failed,
+            "unreachable": self.unreachable,
+            "skipped": self.skipped,
+            "rescued": self.rescued,
+            "ignored": self.ignored,
+            "reboot_required": self.reboot_required,
+            "failure": None if failure is None else {"task": failure.task, "message": failure.message},
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A whole run: one :class:`HostResult` per host that took part, in inventory order."""
+
+    hosts: Tuple[HostResult, ...]
+    rc: int  #: ansible-playbook's exit status
+    error: Optional[str] = None  #: why the run could not start (no host ran), in one line
+
+    def host(self, name: str) -> HostResult:
+        return next(h for h in self.hosts if h.host == name)
+
+
+@dataclass
+class HostState:
+    """Live per-host state while a run goes on (what the progress display shows)."""
+
+    task: str = ""
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: bool = False
+    failure: Optional[TaskFailure] = None
+    captured: Dict[str, Any] = field(default_factory=dict)
+
+
+def failure_message(res: Mapping[str, Any]) -> str:
+    """One line that says why a task failed: the module's message, with stderr's last line when useful."""
+    msg = str(res.get("msg") or "").strip()
+    for prefix in ("Task failed: ", "Module failed: "):
+        msg = msg.removeprefix(prefix)
+    stderr = str(res.get("stderr") or "").strip()
+    crash = str(res.get("module_stderr") or "").strip()
+    # a command's stderr ends with its reason; a module that crashed starts with it
+    detail = stderr.splitlines()[-1].strip() if stderr else crash.splitlines()[0].strip() if crash else ""
+    if detail and detail not in msg:
+        msg = f"{msg}: {detail}" if msg else detail
+    first = msg.splitlines()[0] if msg else "failed without a message"
+    return first[:500]
+
+
+class Tally:
+    """Aggregates ansible-runner events. ``handle`` is the ``event_handler``; ``hosts`` the live state."""
+
+    def __init__(self, capture: Collection[str] = ()):
+        self.capture = frozenset(capture)
+        self.hosts: Dict[str, HostState] = {}
+        self.stats: Optional[Dict[str, Dict[str, int]]] = None
+        self.errors: list[str] = []  #: Ansible's own error lines (a run that stopped before any host)
+
+    def state(self, host: str) -> HostState:
+        return self.hosts.setdefault(host, HostState())
+
+    def handle(self, event: Mapping[str, Any]) -> bool:
+        """Record one event; returns True so ansible-runner keeps writing its artifacts."""
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host, task = data.get("host"), str(data.get("task") or "")
+        res = data.get("res") or {}
+        if kind == "runner_on_start" and host:
+            self.state(host).task = task
+        elif kind == "runner_on_ok" and host:
+            state = self.state(host)
+            state.ok += 1  # as in Ansible's recap, changed tasks count as ok too
+            state.changed += bool(res.get("changed"))
+            if task in self.capture:
+                state.captured[task] = res
+        elif kind == "runner_on_skipped" and host:
+            self.state(host).skipped += 1
+        elif kind == "runner_on_failed" and host and not data.get("ignore_errors"):
+            state = self.state(host)
+            state.failed += 1
+            state.failure = state.failure or TaskFailure(task, failure_message(res))
+        elif kind == "runner_on_unreachable" and host:
+            state = self.state(host)
+            state.unreachable = True
+            state.failure = state.failure or TaskFailure(task, failure_message(res), unreachable=True)
+        elif kind == "playbook_on_stats":
+            self.stats = {key: dict(data.get(key) or {}) for key in _STATS}
+        elif kind in ("error", "verbose") and "ERROR" in str(event.get("stdout", "")):
+            self.errors.append(str(event["stdout"]))
+        return True
+
+    def result(self, rc: int, reboot_task: Optional[str] = None) -> RunResult:
+        """The final :class:`RunResult`; counters come from the play recap (``playbook_on_stats``)."""
+        stats = self.stats or {}
+        names = list(self.hosts)
+        for counters in stats.values():
+            names.extend(h for h in counters if h not in names)
+        hosts = []
+        for name in names:
+            state = self.state(name)
+            counts = {ours: stats.get(theirs, {}).get(name, 0) for theirs, ours in _STATS.items()}
+            reboot = None
+            marker = state.captured.get(reboot_task) if reboot_task else None
+            if marker is not None:
+                reboot = bool(marker.get("stat", {}).get("exists"))
+            hosts.append(HostResult(host=name, reboot_required=reboot, failure=state.failure,
+                                    captured=dict(state.captured), **counts))
+        error = None
+        if rc != 0 and not hosts:
+            error = _error_line(self.errors) or f"ansible-playbook exited with status {rc}"
+        return RunResult(tuple(hosts), rc, error)
+
+
+def _error_line(chunks: list[str]) -> Optional[str]:
+    """The first ``[ERROR]: ...`` line Ansible printed, without colour codes."""
+    for chunk in chunks:
+        for line in re.sub(r"\x1b\[[0-9;]*m", "", chunk).splitlines():
+            line = line.strip()
+            if "ERROR" in line:
+                return re.sub(r"^\[?ERROR\]?!?:?\s*", "", line)[:500]
+    return None
