@@ -31,7 +31,7 @@ PSU_HEADROOM = (1.2, 1.3)
 CUDA_CURRENT_MIN_CC = (7, 5)
 CUDA_ANY_MIN_CC = (5, 0)
 TENSOR_CORE_MIN_CC = (7, 0)
-SUPPORTED_OS = {("ubuntu", "22.04"), ("ubuntu", "24.04"), ("debian", "12")}
+PSU_SINGLE_MAX_W = 1600  # about the most one PSU on a household circuit delivers
 
 
 @dataclass(frozen=True)
@@ -125,20 +125,24 @@ def gpu_supported(p: HostProfile) -> Iterator[Finding]:
             supported = _rocm_gfx_targets()
             if not g.gfx_target:
                 yield Finding("gpu.supported", "info", f"{_label(g)}: gfx target unknown", "Load amdgpu to read it.")
-            elif supported is not None and g.gfx_target not in supported:
+            elif g.gfx_target not in supported:
                 yield Finding("gpu.supported", "warn", f"{_label(g)}: {g.gfx_target} is not in ROCm's supported list",
                               "ROCm may still work with HSA_OVERRIDE_GFX_VERSION, unsupported.")
             else:
                 yield Finding("gpu.supported", "pass", f"{_label(g)}: {g.gfx_target} is supported by ROCm")
 
 
-def _rocm_gfx_targets() -> Optional[frozenset]:
-    """gfx targets of any ROCm release in the compatibility data (None if the data is absent)."""
-    try:
-        from dlsetup.plan.compat import rocm_gfx_targets
-    except ImportError:
-        return None
-    return frozenset(rocm_gfx_targets())
+def _rocm_gfx_targets() -> frozenset:
+    """gfx targets that any ROCm release in the compatibility data supports."""
+    from dlsetup.plan.compat import load
+
+    return frozenset(g for release in load().rocm for g in release.gfx)
+
+
+def _supported_os() -> frozenset:
+    from dlsetup.plan.compat import load
+
+    return frozenset((s.id, s.version) for s in load().systems)
 
 
 @rule
@@ -326,9 +330,12 @@ def psu(p: HostProfile) -> Iterator[Finding]:
     cpu_w = PSU_CPU_W_PER_SOCKET * (p.cpu.sockets or 1)
     load = gpu_w + cpu_w + PSU_BASE_W
     low, high = (round(load * h / 50) * 50 for h in PSU_HEADROOM)
+    hint = "A PSU cannot be probed: check its rating, and that each GPU has its own power cables."
+    if high > PSU_SINGLE_MAX_W:
+        hint += " That is more than one PSU on a normal circuit gives: split the load over two PSUs, " \
+                "or lower the GPU power limits (nvidia-smi -pl)."
     yield Finding("power.psu", "info", f"estimated load {load:.0f} W (GPUs {gpu_w:.0f} W, CPU ~{cpu_w:.0f} W, "
-                  f"base ~{PSU_BASE_W:.0f} W): a {low}-{high} W PSU is recommended",
-                  "A PSU cannot be probed: check its rating, and that each GPU has its own power cables.")
+                  f"base ~{PSU_BASE_W:.0f} W): a {low}-{high} W PSU is recommended", hint)
 
 
 @rule
@@ -336,7 +343,7 @@ def os_supported(p: HostProfile) -> Iterator[Finding]:
     o = p.os
     if not o.id:
         yield Finding("os.supported", "warn", "OS unknown", "dlsetup provisions Ubuntu 22.04/24.04 and Debian 12.")
-    elif (o.id, o.version_id) in SUPPORTED_OS:
+    elif (o.id, o.version_id) in _supported_os():
         yield Finding("os.supported", "pass", f"{o.pretty_name or o.id} is supported")
     else:
         yield Finding("os.supported", "fail", f"{o.pretty_name or o.id} is not supported by dlsetup provision",

@@ -47,17 +47,30 @@ def render_profile(profile: HostProfile, console: Console) -> None:
     memory = _kv("Memory", [("Total", size(m.total_bytes) + dimms + speed), ("Available", size(m.available_bytes))])
     console.print(Group(system, cpu, memory))
 
-    gpus = Table(title="GPUs", title_justify="left")
-    for col in ("#", "PCI", "Name", "Arch", "Memory", "CC / gfx", "PCIe (cur/max)", "Power", "ECC", "MIG", "Driver"):
-        gpus.add_column(col)
+    if not profile.gpus:
+        console.print("[bold]GPUs[/]: none found")
     for g in profile.gpus:
-        link = f"{val(g.pcie_gen_current)}x{val(g.pcie_width_current)} / {val(g.pcie_gen_max)}x{val(g.pcie_width_max)}"
-        gpus.add_row(
-            val(g.index), g.pci_bus_id, val(g.name), val(g.architecture), size(g.memory_bytes),
-            val(g.compute_capability or g.gfx_target), link, val(g.power_limit_w, " W"),
-            val(g.ecc_enabled), val(g.mig_enabled), val(g.kernel_driver),
-        )
-    console.print(gpus if profile.gpus else "[bold]GPUs[/]: none found")
+        title = f"GPU {val(g.index)} · {g.name or 'unnamed'} ({g.vendor})"
+        rows = [
+            ("PCI", f"{g.pci_bus_id}  [{g.pci_vendor_id or '?'}:{g.pci_device_id or '?'}]"
+                    + f"  driver {val(g.kernel_driver)}"),
+            ("Architecture", val(g.architecture) + ("  (integrated)" if g.integrated else "")),
+            ("Memory", size(g.memory_bytes)),
+        ]
+        if g.compute_capability or g.vendor == "nvidia":
+            rows.append(("Compute capability", val(g.compute_capability)))
+        if g.gfx_target or g.vendor == "amd":
+            rows.append(("gfx target", val(g.gfx_target)))
+        rows += [
+            ("PCIe max / now", f"gen{val(g.pcie_gen_max)} x{val(g.pcie_width_max)} / "
+                               f"gen{val(g.pcie_gen_current)} x{val(g.pcie_width_current)}"),
+            ("Power limit", val(g.power_limit_w, " W")),
+            ("ECC / MIG", f"{val(g.ecc_enabled)} / {val(g.mig_enabled)}"),
+        ]
+        if g.uuid:
+            rows.append(("UUID", g.uuid))
+        rows.append(("Sources", ", ".join(g.sources)))
+        console.print(_kv(title, rows))
     if profile.nvidia_gpus or nv.kernel_module_loaded:
         state = f"kernel module {val(nv.kernel_module_version)} ({val(nv.kernel_module_flavor)}), " \
                 f"library {val(nv.library_version)}, CUDA {val(nv.cuda_driver_version)}"
@@ -68,16 +81,18 @@ def render_profile(profile: HostProfile, console: Console) -> None:
         a = profile.amd
         console.print(f"[bold]AMD[/]: amdgpu {val(a.amdgpu_loaded)}, KFD {val(a.kfd_present)}, ROCm {val(a.rocm_version)}")
 
+    devices = [d for d in profile.storage.devices if d.type != "loop" and d.size_bytes != 0]
     disks = Table(title="Storage", title_justify="left")
-    for col in ("Device", "Type", "Media", "Size", "Model", "FS", "Mounts", "RAID", "by-id"):
+    for col in ("Device", "Media", "Size", "Model", "Holds"):
         disks.add_column(col)
-    for d in profile.storage.devices:
-        if d.type in ("loop",) or (d.size_bytes == 0):
-            continue
-        disks.add_row(
-            d.name, val(d.type), d.media, size(d.size_bytes), val(d.model), val(d.fstype),
-            ", ".join(d.mountpoints) or "", d.md_member_of or "", d.by_id or "",
-        )
+    show_ids = any(d.by_id for d in devices)
+    if show_ids:
+        disks.add_column("by-id", overflow="fold")
+    for d in devices:
+        holds = ", ".join(x for x in (d.fstype, d.partition_table and f"{d.partition_table} table",
+                                      d.md_member_of and f"member of {d.md_member_of}", *d.mountpoints) if x)
+        row = [("└ " if d.parent else "") + d.name, d.media, size(d.size_bytes), d.model or "", holds]
+        disks.add_row(*row, *([d.by_id or ""] if show_ids else []))
     console.print(disks)
     for a in profile.storage.arrays:
         health = "degraded" if a.degraded else "healthy" if a.degraded is False else UNKNOWN
