@@ -80,7 +80,7 @@ def read_inputs(paths: Iterable[Path]) -> List[HostReport]:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("dlsetup.report"), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined)
     env.filters["gib"] = lambda n: "unknown" if n is None else f"{n / 2**30:.0f} GiB"
     env.filters["figure"] = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
     return env

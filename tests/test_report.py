@@ -1,0 +1,114 @@
+"""dlsetup report: real probe/check/plan JSON of the H100 capture, rendered and opened in Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import H100_BUNDLE, REPO
+from dlsetup import gpudb
+from dlsetup.errors import UsageError
+from dlsetup.report import kind_of, read_inputs, render
+from dlsetup.verify.checks import compare_with_peaks
+
+CHROMIUM = shutil.which("chromium")
+
+
+def dlsetup(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "dlsetup", *args], capture_output=True, text=True, cwd=REPO,
+                          check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    """probe/check/plan of the H100 capture as the commands print them, and a verify document carrying
+    the figures torch measured on that host."""
+    out = tmp_path_factory.mktemp("inputs")
+    paths = {}
+    for kind in ("probe", "check", "plan"):
+        paths[kind] = out / f"{kind}.json"
+        paths[kind].write_text(dlsetup(kind, "--from-bundle", str(H100_BUNDLE), "--json"))
+    measured = json.loads((H100_BUNDLE / "expected.json").read_text())["torch_at_capture"]
+    devices = [{"device": "cuda:0", "name": "NVIDIA H100 80GB HBM3"}]
+    checks = compare_with_peaks([
+        {"id": "matmul.bf16", "status": "pass", "message": "bf16 matmul 8192^3", "device": "cuda:0",
+         "figures": {"tflops": measured["bf16_matmul_tflops"], "n": 8192}},
+        {"id": "memory.bandwidth", "status": "pass", "message": "copy <1 GiB>", "device": "cuda:0",
+         "figures": {"gbps": measured["d2d_copy_GBps_rw"]}},
+    ], devices, gpudb.by_name)
+    paths["verify"] = out / "verify.json"
+    paths["verify"].write_text(json.dumps({"kind": "verify", "host": "vm", "devices": devices, "checks": checks,
+                                           "framework": {"name": "torch", "version": measured["version"], "cuda": measured["cuda"], "hip": None},
+                                           "python": "/opt/venv/bin/python", "quick": False}))
+    # a second host: the same capture under another name, as a fleet would list it
+    fleet = json.loads(paths["check"].read_text())
+    paths["other"] = out / "other-check.json"
+    paths["other"].write_text(json.dumps([{**fleet, "host": "gpu-b"}]))
+    return paths
+
+
+def test_each_input_is_recognised(inputs):
+    kinds = {k: kind_of(json.loads(p.read_text())) for k, p in inputs.items() if k != "other"}
+    assert kinds == {"probe": "probe", "check": "check", "plan": "plan", "verify": "verify"}
+
+
+def test_inputs_grouped_per_host(inputs):
+    hosts = read_inputs(inputs.values())
+    assert [h.host for h in hosts] == ["gpu-b", "vm"]
+    assert set(hosts[1].documents) == {"probe", "check", "plan", "verify"}
+    assert hosts[1].readiness == ("ready", "pass")
+    assert hosts[0].readiness == ("not verified", "info")
+
+
+def test_bad_inputs_are_usage_errors(inputs, tmp_path):
+    (tmp_path / "bad.json").write_text("{nope")
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    for path, words in ((tmp_path / "bad.json", "is not JSON"), (tmp_path / "other.json", "not the JSON of"),
+                        (tmp_path / "missing.json", "cannot read")):
+        with pytest.raises(UsageError, match=words):
+            read_inputs([path])
+    with pytest.raises(UsageError, match="a second check result for host vm"):
+        read_inputs([inputs["check"], inputs["check"]])
+
+
+def test_html_is_escaped_and_self_contained(inputs, tmp_path):
+    hostile = tmp_path / "hostile.json"
+    doc = json.loads(inputs["check"].read_text())
+    doc["findings"][0]["message"] = "<script>alert(1)</script>"
+    hostile.write_text(json.dumps(doc))
+    html = render(read_inputs([hostile]))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html
+    assert "http://" not in html and "https://" not in html and "<link" not in html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (Debian package 'chromium') is not installed")
+def test_report_in_headless_chromium(inputs, tmp_path):
+    page = tmp_path / "report.html"
+    subprocess.run([sys.executable, "-m", "dlsetup", "report", "-o", str(page), *map(str, inputs.values())],
+                   cwd=REPO, check=True, capture_output=True)
+    artifacts = REPO / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr", "--v=0"]
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+                             capture_output=True, text=True, timeout=120, check=True)
+    with tempfile.TemporaryDirectory() as profile:
+        shot = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={profile}", "--window-size=1280,1800",
+                               f"--screenshot={artifacts / 'report.png'}", page.as_uri()],
+                              capture_output=True, text=True, timeout=120, check=True)
+    for log in (dom.stderr, shot.stderr):
+        assert "Uncaught" not in log and "CONSOLE" not in log
+    text = dom.stdout
+    for visible in ("vm", "gpu-b", "Ubuntu 24.04.3 LTS", "NVIDIA H100 80GB HBM3", "580.159.04", "126 GiB",
+                    "matmul.bf16", "80% of peak", "61% of peak", "memory.vs_vram", "torch build", "cu130",
+                    "copy &lt;1 GiB&gt;"):
+        assert visible in text, visible
+    assert text.count('class="badge pass">ready</span>') == 2  # fleet row and host heading
+    assert (artifacts / "report.png").stat().st_size > 10_000
