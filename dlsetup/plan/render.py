@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -11,15 +12,16 @@ from dlsetup.plan.planner import Plan
 
 def render_plan(plan: Plan, console: Console) -> None:
     """Print the decisions (choice, reason, rule) and the ordered roles of ``plan``."""
-    tree = Tree(f"[bold]plan for {plan.host}[/bold]")
+    tree = Tree(f"[bold]plan for {escape(plan.host)}[/bold]")
     for d in plan.decisions:
-        tree.add(f"[cyan]{d.topic}[/cyan]: [bold]{d.choice}[/bold] - {d.reason} [dim]({d.rule})[/dim]")
+        tree.add(f"[cyan]{escape(d.topic)}[/cyan]: [bold]{escape(d.choice)}[/bold] - {escape(d.reason)} "
+                 f"[dim]({escape(d.rule)})[/dim]")
     console.print(tree)
     roles = Table("step", "role", title="roles, in order", title_justify="left")
     for number, role in enumerate(plan.roles, 1):
         roles.add_row(str(number), role)
     console.print(roles)
     for note in plan.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
     if plan.reboot_required:
         console.print("[bold red]reboot required[/bold red]")
