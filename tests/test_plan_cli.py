@@ -62,7 +62,8 @@ def test_dead_framework_and_bad_bundle_exit_2(tmp_path):
     mxnet = run("plan", "--from-bundle", str(tmp_path), "--framework", "mxnet")
     assert mxnet.returncode == 2 and "Apache MXNet" in mxnet.stderr and "Traceback" not in mxnet.stderr
     missing = run("plan", "--from-bundle", str(tmp_path / "absent"))
-    assert missing.returncode == 2 and missing.stderr == f"dlsetup: error: bundle directory not found: {tmp_path / 'absent'}\n"
+    assert missing.returncode == 2
+    assert missing.stderr == f"dlsetup: error: bundle directory not found: {tmp_path / 'absent'}\n"
 
 
 def test_plan_on_a_bundle_is_fast(fixtures_dir):

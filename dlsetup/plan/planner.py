@@ -142,7 +142,8 @@ class _Planner:
             raise PlanConflict(f"{found} is not supported: install {supported} (or plan from a bundle of one)")
         if os_.arch not in (None, "x86_64"):
             raise PlanConflict(f"architecture {os_.arch} is not supported: dlsetup plans x86_64 hosts only")
-        self.decide("os", system.key, f"{system.key} ({system.codename}) is supported", f"os:{system.id}-{system.version}")
+        rule = f"os:{system.id}-{system.version}"
+        self.decide("os", system.key, f"{system.key} ({system.codename}) is supported", rule)
         return system
 
     def resolve_python(self, system: OSEntry) -> str:
@@ -347,7 +348,8 @@ class _Planner:
             builds = [v for v in release.rocm if vtuple(v) <= vtuple(rocm)
                       and any(x.version == v for x in self.data.rocm)]
             if not builds:
-                raise PlanConflict(f"torch {release.version} has no build for ROCm {rocm}: use another --torch or --rocm")
+                raise PlanConflict(
+                    f"torch {release.version} has no build for ROCm {rocm}: use another --torch or --rocm")
             tag = "rocm" + max(builds, key=vtuple)
             self.decide("torch build", tag, f"the torch {release.version} ROCm build for ROCm {rocm}", f"rocm:{rocm}")
         else:
