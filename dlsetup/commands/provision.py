@@ -67,7 +67,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], yes: bool, check:
     from dlsetup.runner import run_playbooks
     from dlsetup.runner.progress import summary
 
-    result = run_playbooks(playbooks, targets.sources, host_vars=host_vars, options=run_options,
+    result = run_playbooks(playbooks, targets.sources, hosts=targets.hosts, host_vars=host_vars, options=run_options,
                            reboot_task=REBOOT_TASK, console=Console(stderr=True))
     if result.error:
         raise DlsetupError(f"ansible-playbook could not run: {result.error}", EXIT_FAILED)
@@ -96,7 +96,7 @@ def _plan_hosts(targets: Any, request: Any) -> Tuple[Dict[str, Any], Dict[str, b
     else:
         from dlsetup.remote import probe_hosts
 
-        remote = probe_hosts(targets.sources, targets.limit)
+        remote = probe_hosts(targets)
         profiles = {name: host.profile for name, host in remote.items()}
         roots = {name: host.root for name, host in remote.items()}
     plans = {}

@@ -22,10 +22,11 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict, Iterator, Tuple
 
 from dlsetup import __version__
 from dlsetup.errors import DlsetupError
+from dlsetup.inventory import Inventory
 from dlsetup.model import HostProfile
 
 __all__ = ["RemoteHost", "build_zipapp", "probe_hosts"]
@@ -79,8 +80,8 @@ def build_zipapp(directory: Path) -> Path:
     return target
 
 
-def probe_hosts(inventory: Sequence[str], limit: str | None = None) -> Dict[str, RemoteHost]:
-    """Probe every host of ``inventory`` (restricted by ``limit``); name -> :class:`RemoteHost`.
+def probe_hosts(inventory: Inventory) -> Dict[str, RemoteHost]:
+    """Probe every selected host of ``inventory``; name -> :class:`RemoteHost`.
 
     Raises :class:`~dlsetup.errors.DlsetupError` with exit code 4 when hosts are unreachable, 3 when
     the probe failed on some, naming the first of them."""
@@ -89,8 +90,8 @@ def probe_hosts(inventory: Sequence[str], limit: str | None = None) -> Dict[str,
     from dlsetup.runner import RunOptions, cache_dir, run_playbooks
 
     zipapp = build_zipapp(cache_dir())
-    options = RunOptions(limit=limit, extra_vars=(json.dumps({"dlsetup_probe_zipapp": str(zipapp)}),))
-    result = run_playbooks([PLAYBOOK], inventory, options=options, capture=[TASK])
+    options = RunOptions(limit=inventory.limit, extra_vars=(json.dumps({"dlsetup_probe_zipapp": str(zipapp)}),))
+    result = run_playbooks([PLAYBOOK], inventory.sources, hosts=inventory.hosts, options=options, capture=[TASK])
     if result.error:
         raise DlsetupError(f"cannot probe the hosts: {result.error}", EXIT_HOSTS_FAILED)
     for status, code in (("unreachable", EXIT_UNREACHABLE), ("failed", EXIT_HOSTS_FAILED)):

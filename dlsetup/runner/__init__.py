@@ -89,8 +89,6 @@ def _environment() -> Dict[str, str]:
         "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=120s",
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_GATHERING": "smart",
-        "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.jsonfile",
-        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(cache_dir() / "facts"),
         "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(FACT_CACHE_SECONDS),
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -112,15 +110,24 @@ def _write_inventory(directory: Path, host_vars: Mapping[str, Mapping[str, Any]]
     return path
 
 
+def _fact_cache(hosts: Collection[str]) -> Dict[str, str]:
+    """ansible-runner's fact cache settings: a persistent JSON file per host where host names allow it."""
+    if any("/" in host for host in hosts):
+        return {"fact_cache_type": "memory"}
+    return {"fact_cache_type": "jsonfile", "fact_cache": str(cache_dir() / "facts")}
+
+
 def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
                   host_vars: Optional[Mapping[str, Mapping[str, Any]]] = None,
-                  options: RunOptions = RunOptions(), capture: Collection[str] = (),
+                  hosts: Collection[str] = (), options: RunOptions = RunOptions(), capture: Collection[str] = (),
                   reboot_task: Optional[str] = None, console: Optional[Console] = None) -> RunResult:
     """Run ``playbooks`` in order as one ansible-playbook run over the ``inventory`` sources.
 
     ``host_vars`` become inventory host variables of a source added last (so they override the
     inventory's own host and group variables in files, while its ``host_vars/`` folders and ``-e``
-    still override them). Results of the tasks named in ``capture`` are kept per host; the task named
+    still override them). ``hosts`` are the hosts the run targets: facts are cached in a JSON file per
+    host, in memory only when a host name is a path (a chroot), which the JSON cache cannot name a file
+    after. Results of the tasks named in ``capture`` are kept per host; the task named
     ``reboot_task`` (a ``stat`` of the reboot marker) gives ``reboot_required``. Live progress is
     shown on ``console`` when it is a terminal. Host failures are in the result, never raised."""
     import ansible_runner
@@ -140,6 +147,7 @@ def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
         kwargs: Dict[str, Any] = dict(
             private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(),
             cmdline=shlex.join(options.cmdline()), event_handler=tally.handle, quiet=True,
+            **_fact_cache(hosts),
         )
         if console.is_terminal:
             from dlsetup.runner.progress import Progress

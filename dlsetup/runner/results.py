@@ -15,6 +15,9 @@ _STATS = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unrea
           "skipped": "skipped", "rescued": "rescued", "ignored": "ignored"}
 
 
+#: ansible-playbook's exit statuses that mean "ran; hosts failed or were unreachable" (0 ok, 2, 4)
+PLAYBOOK_HOST_STATUSES = (0, 2, 4)
+
 #: what Ansible and sudo/su say when privilege escalation, or an unprivileged task, fails
 _PRIVILEGES = re.compile(
     r"missing sudo password|incorrect sudo password|a password is required|not in the sudoers|"
@@ -86,7 +89,7 @@ class RunResult:
 
     hosts: Tuple[HostResult, ...]
     rc: int  #: ansible-playbook's exit status
-    error: Optional[str] = None  #: why the run could not start (no host ran), in one line
+    error: Optional[str] = None  #: why ansible-playbook itself failed (not a host), in one line
 
     def host(self, name: str) -> HostResult:
         return next(h for h in self.hosts if h.host == name)
@@ -180,7 +183,7 @@ class Tally:
             hosts.append(HostResult(host=name, reboot_required=reboot, failure=state.failure,
                                     captured=dict(state.captured), **counts))
         error = None
-        if rc != 0 and not hosts:
+        if rc not in PLAYBOOK_HOST_STATUSES or not hosts:
             error = _error_line(self.errors) or f"ansible-playbook exited with status {rc}"
         return RunResult(tuple(hosts), rc, error)
 
