@@ -36,6 +36,8 @@ class OSInfo:
     arch: Optional[str] = None  #: machine architecture as uname -m prints it: "x86_64", "aarch64"
     secure_boot: str = "unknown"  #: "enabled", "disabled" or "unknown"
     virtualization: Optional[str] = None  #: hypervisor vendor when the host is a VM, e.g. "KVM"
+    python_version: Optional[str] = None  #: the system python3, "major.minor", e.g. "3.12"
+    container_engines: Tuple[str, ...] = ()  #: installed engines: "docker", "podman", "containerd"
 
 
 @dataclass(frozen=True)

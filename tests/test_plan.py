@@ -242,3 +242,15 @@ def test_planner_does_no_io(monkeypatch):
         monkeypatch.setattr(module, name, refuse)
     for profile, request in requests:
         make_plan(profile, request)
+
+
+def test_container_toolkit_follows_an_installed_engine():
+    with_docker = replace(RTX4090, os=replace(RTX4090.os, container_engines=("docker",)))
+    plan = make_plan(with_docker, Request())
+    assert "nvidia_container_toolkit" in plan.roles
+    assert plan.variables["nvidia_container_toolkit_runtimes"] == ["docker"]
+    assert choice(plan, "container toolkit") == ("docker", "rule:container-engine-present")
+    assert "nvidia_container_toolkit" not in make_plan(with_docker, Request(container_toolkit=False)).roles
+    assert "nvidia_container_toolkit" not in make_plan(RTX4090, Request()).roles  # no engine, not asked
+    no_gpu_docker = replace(NO_GPU, os=replace(NO_GPU.os, container_engines=("docker",)))
+    assert "nvidia_container_toolkit" not in make_plan(no_gpu_docker, Request()).roles

@@ -434,17 +434,24 @@ class _Planner:
 
     # -- the rest ----------------------------------------------------------------------------
     def resolve_container_toolkit(self, nvidia: Optional[_Nvidia], system: OSEntry) -> None:
-        if not self.request.container_toolkit:
+        wanted = self.request.container_toolkit
+        engines = self.profile.os.container_engines
+        if wanted is False or nvidia is None:
             return
-        assert nvidia is not None  # check_hardware_requests refused it otherwise
+        if wanted:
+            runtimes, why, rule = self.request.container_runtimes, "requested", "rule:pin"
+        elif engines:
+            runtimes, why, rule = engines, "found on the host; --no-container-toolkit leaves it out", \
+                "rule:container-engine-present"
+        else:
+            return
         self.roles.add("nvidia_container_toolkit")
         repo = self.repository("nvidia_container_toolkit", system)
         self.variables.update({
-            "nvidia_container_toolkit_runtimes": list(self.request.container_runtimes),
+            "nvidia_container_toolkit_runtimes": list(runtimes),
             **{f"nvidia_container_toolkit_repo_{k}": v for k, v in repo.items()},
         })
-        self.decide("container toolkit", ", ".join(self.request.container_runtimes), "requested",
-                    "rule:pin")
+        self.decide("container toolkit", ", ".join(runtimes), why, rule)
 
     def resolve_reboot(self, nvidia: Optional[_Nvidia]) -> bool:
         state = self.profile.nvidia

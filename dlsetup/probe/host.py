@@ -229,6 +229,8 @@ class Recorder(Host):
         found = super().exists(host_path)
         if found and os.path.isdir(self.path(host_path)):
             self._dirs.add(host_path)
+        elif found:
+            self._files.setdefault(host_path, b"")  # a marker: the bundle keeps that the file existed
         return found
 
     def run(self, name: str, argv: Sequence[str]) -> Optional[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from dlsetup.model import CPUInfo, MemoryInfo, OSInfo
@@ -11,6 +12,9 @@ from dlsetup.parsers import system as sysp
 from dlsetup.probe.host import Host
 from dlsetup.probe.util import fields_of
 
+#: container engine -> the binary that shows it is installed (the docker CLI alone is no engine)
+CONTAINER_ENGINES = {"docker": "dockerd", "podman": "podman", "containerd": "containerd"}
+BIN_DIRS = ("/usr/bin/", "/usr/local/bin/", "/usr/sbin/")
 SECURE_BOOT_EFIVAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e98c0e11ed3e"
 
 COMMANDS = {
@@ -46,7 +50,18 @@ def read_os(host: Host, kernel: dict, lscpu: dict) -> OSInfo:
         arch=kernel.get("arch"),
         secure_boot=secure_boot(host),
         virtualization=lscpu.get("hypervisor"),
+        python_version=python_version(host),
+        container_engines=tuple(
+            name for name, exe in CONTAINER_ENGINES.items() if any(host.exists(d + exe) for d in BIN_DIRS)
+        ),
     )
+
+
+def python_version(host: Host) -> Optional[str]:
+    """The system python3's "major.minor": /usr/bin/python3 links to python3.N on Debian and Ubuntu."""
+    target = host.readlink("/usr/bin/python3") or ""
+    match = re.fullmatch(r"(?:.*/)?python(3\.\d+)", target)
+    return match.group(1) if match else None
 
 
 def secure_boot(host: Host) -> str:
