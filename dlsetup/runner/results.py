@@ -21,7 +21,7 @@ PLAYBOOK_HOST_STATUSES = (0, 2, 4)
 #: what Ansible and sudo/su say when privilege escalation, or an unprivileged task, fails
 _PRIVILEGES = re.compile(
     r"missing sudo password|incorrect sudo password|a password is required|not in the sudoers|"
-    r"privilege escalation|sudo: (?:command )?not found|are you root|permission denied",
+    r"privilege escalation|waiting for become|sudo: (?:command )?not found|are you root|permission denied",
     re.IGNORECASE,
 )
 
@@ -144,15 +144,15 @@ class Tally:
         res = data.get("res") or {}
         if kind == "runner_on_start" and host:
             self.state(host).task = task
-        elif kind == "runner_on_ok" and host:
+        elif (kind == "runner_on_ok" or (kind == "runner_on_failed" and data.get("ignore_errors"))) and host:
             state = self.state(host)
-            state.ok += 1  # as in Ansible's recap, changed tasks count as ok too
+            state.ok += 1  # as in Ansible's recap: changed and ignored-failed tasks count as ok too
             state.changed += bool(res.get("changed"))
             if task in self.capture:
                 state.captured[task] = res
         elif kind == "runner_on_skipped" and host:
             self.state(host).skipped += 1
-        elif kind == "runner_on_failed" and host and not data.get("ignore_errors"):
+        elif kind == "runner_on_failed" and host:
             state = self.state(host)
             state.failed += 1
             state.failure = state.failure or TaskFailure(task, failure_message(res))

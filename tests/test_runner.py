@@ -1,0 +1,143 @@
+"""The runner funnel on real ansible-runner events, recorded here from a tiny play on localhost."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import ansible_runner
+import pytest
+import yaml
+
+from dlsetup.runner import RunOptions, check_extra_vars, run_playbooks
+from dlsetup.runner.results import Tally
+from dlsetup.errors import UsageError
+
+PLAY = [{
+    "name": "tiny", "hosts": "all", "gather_facts": False,
+    "tasks": [
+        {"name": "unchanged", "ansible.builtin.command": "true", "changed_when": False},
+        {"name": "changed", "ansible.builtin.command": "true"},
+        {"name": "skipped", "ansible.builtin.debug": {"msg": "never"}, "when": False},
+        {"name": "ignored", "ansible.builtin.command": "false", "ignore_errors": True},
+        {"name": "fails", "ansible.builtin.shell": "echo first >&2; echo 'E: the real reason' >&2; exit 3"},
+        {"name": "after the failure", "ansible.builtin.command": "true"},
+    ],
+}]
+LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def playbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("play") / "tiny.yml"
+    path.write_text(yaml.safe_dump(PLAY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def events(playbook: Path, tmp_path_factory: pytest.TempPathFactory) -> List[Dict[str, Any]]:
+    """Every event of one real run: a local host, and one whose SSH port is closed."""
+    recorded: List[Dict[str, Any]] = []
+    inventory = {"all": {"hosts": {"here": LOCAL, "gone": {
+        "ansible_host": "127.0.0.1", "ansible_port": _closed_port(), "ansible_connection": "ssh"}}}}
+    ansible_runner.run(private_data_dir=str(tmp_path_factory.mktemp("pdd")), playbook=str(playbook),
+                       inventory=inventory, event_handler=lambda e: recorded.append(e) or True, quiet=True,
+                       envvars={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    return recorded
+
+
+def test_tally_counts_like_the_play_recap(events: List[Dict[str, Any]]) -> None:
+    tally = Tally()
+    for event in events:
+        tally.handle(event)
+    result = tally.result(rc=2)
+    here = result.host("here")
+    assert (here.ok, here.changed, here.failed, here.skipped, here.ignored) == (3, 2, 1, 1, 1)
+    assert here.status == "failed"
+    assert here.failure is not None and here.failure.task == "fails"
+    assert here.failure.message == "non-zero return code: E: the real reason"
+    assert not here.failure.privileges
+    # live state while running agrees with the recap
+    assert (tally.hosts["here"].ok, tally.hosts["here"].changed, tally.hosts["here"].failed) == (3, 2, 1)
+    assert result.error is None
+
+
+def test_unreachable_host(events: List[Dict[str, Any]]) -> None:
+    tally = Tally()
+    for event in events:
+        tally.handle(event)
+    gone = tally.result(rc=4).host("gone")
+    assert gone.status == "unreachable" and gone.unreachable == 1 and gone.ok == 0
+    assert gone.failure is not None and gone.failure.unreachable and gone.failure.task == "unchanged"
+    assert "Connection refused" in gone.failure.message
+    assert gone.to_dict()["failure"] == {"task": "unchanged", "message": gone.failure.message}
+
+
+def test_run_playbooks_captures_results_and_reboot_marker(playbook: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "reboot-required"
+    marker.touch()
+    status = tmp_path / "status.yml"
+    status.write_text(yaml.safe_dump([{"name": "status", "hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "marker", "ansible.builtin.stat": {"path": str(marker)}}]}]))
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"a": None, "b": None}}}))
+    result = run_playbooks([status], [str(inventory)], hosts=["a", "b"],
+                           host_vars={"a": LOCAL, "b": LOCAL}, options=RunOptions(limit="a"),
+                           capture=["marker"], reboot_task="marker")
+    assert [h.host for h in result.hosts] == ["a"]
+    assert result.rc == 0 and result.error is None
+    assert result.host("a").reboot_required is True
+    assert result.host("a").captured["marker"]["stat"]["path"] == str(marker)
+
+
+def test_check_mode_changes_nothing(playbook: Path, tmp_path: Path) -> None:
+    target = tmp_path / "created"
+    play = tmp_path / "create.yml"
+    play.write_text(yaml.safe_dump([{"name": "c", "hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "create", "ansible.builtin.file": {"path": str(target), "state": "touch"}}]}]))
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"a": LOCAL}}}))
+    result = run_playbooks([play], [str(inventory)], options=RunOptions(check=True, diff=True))
+    assert result.host("a").changed == 1 and result.host("a").failed == 0
+    assert not target.exists()
+
+
+def test_ansible_error_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text("- hosts: all\n  tasks:\n    - no.such.module: {}\n")
+    result = run_playbooks([broken], [], host_vars={"a": LOCAL})
+    assert result.rc != 0 and result.hosts == ()
+    assert result.error is not None and "no.such.module" in result.error and "\n" not in result.error
+
+
+def test_become_failure_is_a_privilege_error(tmp_path: Path) -> None:
+    """Escalating through a sudo that is not there fails as on a host without sudo."""
+    play = tmp_path / "become.yml"
+    play.write_text(yaml.safe_dump([{"name": "b", "hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "as root", "ansible.builtin.command": "true"}]}]))
+    result = run_playbooks([play], [], host_vars={"a": {
+        **LOCAL, "ansible_become": True, "ansible_become_user": "nobody",
+        "ansible_become_exe": str(tmp_path / "no-sudo")}})
+    failure = result.host("a").failure
+    assert failure is not None and failure.privileges, failure
+
+
+@pytest.mark.parametrize("value", ["x", "@/no/such/file"])
+def test_bad_extra_vars(value: str) -> None:
+    with pytest.raises(UsageError):
+        check_extra_vars([value])
+
+
+def test_good_extra_vars(tmp_path: Path) -> None:
+    (tmp_path / "vars.yml").write_text("a: 1\n")
+    values = ["a=1", '{"b": 2}', f"@{tmp_path / 'vars.yml'}"]
+    assert check_extra_vars(values) == tuple(values)
+    assert RunOptions(extra_vars=("a=1",), tags=("x", "y")).cmdline()[-4:] == ["--tags", "x,y", "--extra-vars", "a=1"]
