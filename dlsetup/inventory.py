@@ -26,7 +26,7 @@ class Inventory:
     """The hosts a run targets."""
 
     sources: Tuple[str, ...]  #: inventory sources for ``-i`` (empty: this machine only)
-    hosts: Tuple[str, ...]  #: the selected hosts, in inventory order
+    hosts: Tuple[str, ...]  #: the selected hosts, in the order ansible-inventory lists them
     limit: Optional[str] = None  #: the ``--limit`` pattern that selected them
 
     @property
