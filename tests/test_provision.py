@@ -1,0 +1,133 @@
+"""``dlsetup provision``: bad input ends in one line and a distinct exit code; the lab converges a chroot."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from dlsetup.errors import EXIT_PRIVILEGES, EXIT_UNREACHABLE, EXIT_USAGE, DlsetupError
+from dlsetup.commands.provision import _host_vars
+from lab import rootfs
+from lab.fixtures import lab_root, lab_wheels  # noqa: F401 - pytest fixtures
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dlsetup(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dlsetup", "provision", *args], cwd=REPO, input=stdin,
+                          capture_output=True, text=True, timeout=900)
+
+
+def one_line_error(run: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("dlsetup: error: ")]
+    assert len(lines) == 1, run.stderr
+    return lines[0]
+
+
+def test_malformed_inventory(tmp_path: Path) -> None:
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[gpu\nnode1 ansible_host\n")
+    run = dlsetup("-i", str(inventory), "--yes")
+    assert run.returncode == EXIT_USAGE
+    assert "is not valid" in one_line_error(run)
+
+
+def test_unknown_limit(tmp_path: Path) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    node1: {}\n")
+    run = dlsetup("-i", str(inventory), "--limit", "node9", "--yes")
+    assert run.returncode == EXIT_USAGE
+    assert "--limit 'node9' matches no host" in one_line_error(run)
+
+
+def test_unreachable_host(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(f"all:\n  hosts:\n    gone: {{ansible_host: 127.0.0.1, ansible_port: {port}}}\n")
+    run = dlsetup("-i", str(inventory), "--yes")
+    assert run.returncode == EXIT_UNREACHABLE
+    assert "unreachable while probing, first gone: " in one_line_error(run)
+
+
+def test_bad_extra_vars_and_no_confirmation() -> None:
+    run = dlsetup("-e", "novalue", "--yes")
+    assert run.returncode == EXIT_USAGE and "is not KEY=VALUE" in one_line_error(run)
+    run = dlsetup("--pip-find-links", "/opt/wheels")  # stdin is no terminal and there is no --yes
+    assert run.returncode == EXIT_USAGE and "pass --yes" in one_line_error(run)
+
+
+def test_not_root_without_become_is_refused() -> None:
+    with pytest.raises(DlsetupError, match="not root and --no-become") as err:
+        _host_vars({"node1": _FakePlan()}, {"node1": False}, {}, become=False)
+    assert err.value.exit_code == EXIT_PRIVILEGES
+    assert _host_vars({"node1": _FakePlan()}, {"node1": False}, {}, become=None)["node1"]["ansible_become"]
+
+
+class _FakePlan:
+    variables = {"dlsetup_roles": ["common"]}
+
+
+# -- the lab: a fresh Debian 12 chroot ----------------------------------------------------------
+
+
+def summaries(run: subprocess.CompletedProcess) -> List[dict]:
+    return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def chroot(lab_root: Path, lab_wheels: Path, tmp_path: Path):
+    root = rootfs.fresh_copy(tmp_path / "target")
+    shutil.copytree(lab_wheels, root / "opt" / "wheels")
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(f"{root} ansible_connection=community.general.chroot "
+                         "ansible_python_interpreter=/usr/bin/python3\n")
+    yield root, inventory
+    rootfs.remove_copy(root)
+
+
+PLAN = ("--pip-find-links", "/opt/wheels", "--pip-offline")
+
+
+@pytest.mark.lab
+def test_converges_then_changes_nothing(chroot) -> None:
+    root, inventory = chroot
+    first = dlsetup("-i", str(inventory), "--yes", "--json", *PLAN)
+    assert first.returncode == 0, first.stderr[-3000:]
+    [host] = summaries(first)
+    assert host["host"] == str(root) and host["roles"] == ["common", "frameworks"]
+    assert host["changed"] > 0 and host["failed"] == 0 and host["reboot_required"] is False
+    torch = subprocess.run(["chroot", str(root), "/opt/dlsetup/venv/bin/python", "-c",
+                            "import torch; print(torch.__version__)"], capture_output=True, text=True)
+    assert torch.stdout.strip() == "2.13.0+cpu", torch.stderr
+    second = dlsetup("-i", str(inventory), "--yes", "--json", *PLAN)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [h["changed"] for h in summaries(second)] == [0]
+
+
+@pytest.mark.lab
+def test_check_reports_changes_and_changes_nothing(chroot) -> None:
+    root, inventory = chroot
+    run = dlsetup("-i", str(inventory), "--check", "--json", *PLAN)  # no --yes: check asks nothing
+    assert run.returncode == 0, run.stderr[-3000:]
+    [host] = summaries(run)
+    assert host["check"] is True and host["changed"] > 0 and host["failed"] == 0
+    assert not (root / "opt" / "dlsetup" / "venv").exists()
+
+
+@pytest.mark.lab
+def test_failed_escalation_is_missing_privileges(chroot, tmp_path: Path) -> None:
+    _, inventory = chroot
+    run = dlsetup("-i", str(inventory), "--yes", "-e", "ansible_become_user=nobody",
+                  "-e", f"ansible_become_exe={tmp_path / 'no-sudo'}", "--become", *PLAN)
+    assert run.returncode == EXIT_PRIVILEGES, run.stderr[-3000:]
+    assert "missing privileges on " in one_line_error(run)
