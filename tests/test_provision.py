@@ -14,6 +14,7 @@ import pytest
 
 from dlsetup.errors import EXIT_PRIVILEGES, EXIT_UNREACHABLE, EXIT_USAGE, DlsetupError
 from dlsetup.commands.provision import _host_vars
+from dlsetup.plan import Plan
 from lab import rootfs
 from lab.fixtures import lab_root, lab_wheels  # noqa: F401 - pytest fixtures
 
@@ -67,14 +68,13 @@ def test_bad_extra_vars_and_no_confirmation() -> None:
 
 
 def test_not_root_without_become_is_refused() -> None:
+    plan = Plan("node1", ("common",), (), {"dlsetup_roles": ["common"]}, False, ())
     with pytest.raises(DlsetupError, match="not root and --no-become") as err:
-        _host_vars({"node1": _FakePlan()}, {"node1": False}, {}, become=False)
+        _host_vars({"node1": plan}, {"node1": False}, {}, become=False)
     assert err.value.exit_code == EXIT_PRIVILEGES
-    assert _host_vars({"node1": _FakePlan()}, {"node1": False}, {}, become=None)["node1"]["ansible_become"]
-
-
-class _FakePlan:
-    variables = {"dlsetup_roles": ["common"]}
+    assert _host_vars({"node1": plan}, {"node1": False}, {}, become=None)["node1"] == {
+        "dlsetup_roles": ["common"], "ansible_become": True}
+    assert "ansible_become" not in _host_vars({"node1": plan}, {"node1": True}, {}, become=None)["node1"]
 
 
 # -- the lab: a fresh Debian 12 chroot ----------------------------------------------------------

@@ -6,13 +6,18 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 import click
 
 from dlsetup.commands.plan import plan as _plan_command
 from dlsetup.errors import (EXIT_FAILED, EXIT_HOSTS_FAILED, EXIT_PRIVILEGES, EXIT_UNREACHABLE, DlsetupError,
                             UsageError)
+
+if TYPE_CHECKING:
+    from dlsetup.inventory import Inventory
+    from dlsetup.plan import Plan, Request
+    from dlsetup.runner import RunResult
 
 #: the request options of ``dlsetup plan`` (--config, --framework, --cuda, --pip-find-links, ...), shared
 REQUEST_OPTIONS = [p for p in _plan_command.params if p.name not in ("from_bundle", "as_json", "emit_vars")]
@@ -52,11 +57,11 @@ def provision(inventory: Optional[Path], limit: Optional[str], yes: bool, check:
         raise UsageError(f"--limit {limit!r} matches no host: without --inventory the only host is localhost")
     else:
         targets = local_inventory()
+    from dlsetup.plan.render import render_plan
+
     console = Console(stderr=as_json)
     plans, roots = _plan_hosts(targets, request)
     for plan in plans.values():
-        from dlsetup.plan.render import render_plan
-
         render_plan(plan, console)
     host_vars = _host_vars(plans, roots, targets.connection_vars(), become)
     if not (yes or check):
@@ -83,7 +88,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], yes: bool, check:
 provision.params.extend(REQUEST_OPTIONS)
 
 
-def _plan_hosts(targets: Any, request: Any) -> Tuple[Dict[str, Any], Dict[str, bool]]:
+def _plan_hosts(targets: Inventory, request: Request) -> Tuple[Dict[str, Plan], Dict[str, bool]]:
     """Probe every target (locally, or remotely per host) and plan each: (plans, connection user is root)."""
     from dlsetup.plan import make_plan
 
@@ -108,7 +113,7 @@ def _plan_hosts(targets: Any, request: Any) -> Tuple[Dict[str, Any], Dict[str, b
     return plans, roots
 
 
-def _host_vars(plans: Mapping[str, Any], roots: Mapping[str, bool], connection: Mapping[str, Mapping[str, Any]],
+def _host_vars(plans: Mapping[str, Plan], roots: Mapping[str, bool], connection: Mapping[str, Mapping[str, Any]],
                become: Optional[bool]) -> Dict[str, Dict[str, Any]]:
     """Each host's variables for the run: its plan, how to reach it, and whether to escalate."""
     host_vars = {}
@@ -123,7 +128,7 @@ def _host_vars(plans: Mapping[str, Any], roots: Mapping[str, bool], connection: 
     return host_vars
 
 
-def _raise_for(result: Any) -> None:
+def _raise_for(result: RunResult) -> None:
     """Exit status from the per-host outcome: 4 unreachable, 5 missing privileges, 3 failed."""
     unreachable = [h.host for h in result.hosts if h.status == "unreachable"]
     failed = [h for h in result.hosts if h.status == "failed"]
