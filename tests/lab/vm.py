@@ -1,0 +1,261 @@
+"""A Debian 12 VM with its own kernel under qemu (software emulation), four extra disks, SSH on 127.0.0.1.
+
+The image is built once from the cached Debian root (:mod:`lab.rootfs`) and cached next to it
+(``<lab cache>/../vm-bookworm``): a raw ext4 root filesystem, the kernel and initramfs to boot it with,
+and the SSH key that logs in as root. Each :class:`VM` boots a copy-on-write overlay of that image, so
+every session starts from the pristine one, plus its own blank data disks, each with a serial number so
+the guest lists it under ``/dev/disk/by-id/virtio-<serial>``. See ../shared/TESTLAB.md section 4.
+
+Command line, from tests/: ``python -m lab.vm build`` (print the cached image folder, building it if needed).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from lab import rootfs
+
+#: Packages of the guest: a kernel, systemd, DHCP, sshd, and the disk tools the tests plant data with.
+#: xfsprogs is left out on purpose: the storage role installs it, so an interrupted run can hit dpkg.
+PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev", "ifupdown", "isc-dhcp-client", "openssh-server",
+            "mdadm", "lvm2", "fdisk", "kmod", "initramfs-tools")
+#: Data disks attached to every VM, with the serial numbers the guest sees.
+DISK_SERIALS = ("dlsetup-d1", "dlsetup-d2", "dlsetup-d3", "dlsetup-d4")
+DISK_SIZE = "256M"
+ROOT_SIZE = "3G"
+HOSTNAME = "dlsetup-vm"
+BOOT_TIMEOUT = 300.0
+_SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", "ConnectTimeout=5", "-o", "BatchMode=yes")
+
+
+def image_dir() -> Path:
+    """Where the cached VM image lives."""
+    return rootfs.cache_dir().parent / "vm-bookworm"
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built VM image folder."""
+
+    path: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.path / "root.img"
+
+    @property
+    def kernel(self) -> Path:
+        return self.path / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.path / "initrd.img"
+
+    @property
+    def key(self) -> Path:
+        return self.path / "id_ed25519"
+
+
+def _run(args: Sequence[str]) -> None:
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+
+
+@contextmanager
+def _chroot_mounts(root: Path) -> Iterator[None]:
+    """/proc, /sys and /dev inside ``root`` for package scripts, unmounted again in reverse order."""
+    mounted: list[Path] = []
+    try:
+        for name, args in (("proc", ["-t", "proc", "proc"]), ("sys", ["-t", "sysfs", "sysfs"]),
+                           ("dev", ["--bind", "/dev"])):
+            target = root / name
+            _run(["mount", *args, str(target)])
+            mounted.append(target)
+        yield
+    finally:
+        for target in reversed(mounted):
+            subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def _configure(root: Path, public_key: str) -> None:
+    """Hostname, DHCP on the qemu NIC, the root filesystem and the authorized SSH key."""
+    (root / "etc" / "hostname").write_text(HOSTNAME + "\n")
+    (root / "etc" / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n")
+    (root / "etc" / "network" / "interfaces").write_text(
+        "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet dhcp\n")
+    (root / "etc" / "fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
+    ssh = root / "root" / ".ssh"
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    (ssh / "authorized_keys").write_text(public_key)
+    (ssh / "authorized_keys").chmod(0o600)
+
+
+def build_image(dest: Path | None = None) -> Image:
+    """Return the cached VM image, building it first (about 3 minutes) if it does not exist."""
+    dest = dest or image_dir()
+    if (dest / "root.img").exists():
+        return Image(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        root = rootfs.fresh_copy(work / "root")
+        (root / "usr" / "sbin" / "policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # no daemons in the chroot
+        (root / "usr" / "sbin" / "policy-rc.d").chmod(0o755)
+        env = "DEBIAN_FRONTEND=noninteractive"
+        with _chroot_mounts(root):
+            _run(["chroot", str(root), "apt-get", "update", "-qq"])
+            _run(["chroot", str(root), "env", env, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                  *PACKAGES])
+            _run(["chroot", str(root), "apt-get", "clean"])
+        (root / "usr" / "sbin" / "policy-rc.d").unlink()
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dlsetup-vm", "-f", str(work / "id_ed25519")])
+        _configure(root, (work / "id_ed25519.pub").read_text())
+        boot = root / "boot"
+        shutil.copy(next(boot.glob("vmlinuz-*")), work / "vmlinuz")
+        shutil.copy(next(boot.glob("initrd.img-*")), work / "initrd.img")
+        _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-d", str(root), str(work / "root.img"), ROOT_SIZE])
+        rootfs.remove_copy(root)
+        work.rename(dest)
+    except BaseException:
+        for mount in ("dev", "sys", "proc"):
+            subprocess.run(["umount", "-l", str(work / "root" / mount)], check=False, stderr=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return Image(dest)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class VM:
+    """A running VM; create it with :func:`boot`."""
+
+    image: Image
+    workdir: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    disks: tuple[Path, ...] = field(default=())
+
+    @property
+    def by_id(self) -> tuple[str, ...]:
+        """The data disks as the guest names them in /dev/disk/by-id."""
+        return tuple(f"/dev/disk/by-id/virtio-{serial}" for serial in DISK_SERIALS)
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    def ssh_args(self) -> list[str]:
+        return ["ssh", *_SSH_OPTIONS, "-i", str(self.image.key), "-p", str(self.port), "root@127.0.0.1"]
+
+    def ssh(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a shell command in the guest as root."""
+        run = subprocess.run([*self.ssh_args(), command], capture_output=True, text=True, timeout=timeout)
+        if check and run.returncode != 0:
+            raise RuntimeError(f"{command!r} failed in the VM ({run.returncode}): {run.stderr.strip()}")
+        return run
+
+    def inventory(self, name: str = "vm") -> str:
+        """An INI inventory line for Ansible."""
+        ssh = " ".join(_SSH_OPTIONS)
+        return (f"{name} ansible_host=127.0.0.1 ansible_port={self.port} ansible_user=root "
+                f"ansible_ssh_private_key_file={self.image.key} ansible_python_interpreter=/usr/bin/python3 "
+                f"ansible_ssh_common_args={shlex.quote(ssh)}\n")
+
+    def boot_id(self) -> str | None:
+        """The guest's boot id, or None while SSH does not answer."""
+        try:
+            run = self.ssh("cat /proc/sys/kernel/random/boot_id", check=False, timeout=15)
+        except subprocess.TimeoutExpired:
+            return None
+        return run.stdout.strip() if run.returncode == 0 else None
+
+    def wait_ssh(self, timeout: float = BOOT_TIMEOUT, not_boot_id: str | None = None) -> str:
+        """Wait until SSH answers (from a boot other than ``not_boot_id``); return the boot id."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"qemu exited ({self.process.returncode}); see {self.console_log}")
+            boot = self.boot_id()
+            if boot is not None and boot != not_boot_id:
+                return boot
+            time.sleep(2)
+        raise TimeoutError(f"no SSH on port {self.port} after {timeout:.0f} s; see {self.console_log}")
+
+    def reboot(self) -> str:
+        """Reboot the guest (qemu keeps running) and wait for it; return the new boot id."""
+        before = self.wait_ssh()
+        self.ssh("systemctl reboot", check=False, timeout=15)
+        return self.wait_ssh(not_boot_id=before)
+
+    def stop(self) -> None:
+        """Stop qemu by its pid."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _qemu_command(vm: VM, overlay: Path) -> list[str]:
+    command = [
+        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-m", "2048", "-smp", "2",
+        "-display", "none", "-monitor", "none", "-serial", f"file:{vm.console_log}",
+        "-kernel", str(vm.image.kernel), "-initrd", str(vm.image.initrd),
+        "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=1",
+        "-drive", f"file={overlay},format=qcow2,if=virtio",
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{vm.port}-:22", "-device", "virtio-net-pci,netdev=n0",
+    ]
+    for disk, serial in zip(vm.disks, DISK_SERIALS):
+        command += ["-drive", f"file={disk},format=raw,if=none,id={serial}",
+                    "-device", f"virtio-blk-pci,drive={serial},serial={serial}"]
+    return command
+
+
+@contextmanager
+def boot(workdir: Path, image: Image | None = None) -> Iterator[VM]:
+    """Boot a VM from a fresh overlay of the cached image and blank data disks; stop it on exit."""
+    image = image or build_image()
+    overlay = workdir / "root.qcow2"
+    _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "raw", str(overlay)])
+    disks = tuple(workdir / f"{serial}.img" for serial in DISK_SERIALS)
+    for disk in disks:
+        _run(["truncate", "-s", DISK_SIZE, str(disk)])
+    vm = VM(image=image, workdir=workdir, port=_free_port(), disks=disks)
+    with ExitStack() as stack:
+        vm.process = subprocess.Popen(_qemu_command(vm, overlay), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=(workdir / "qemu.err").open("wb"))
+        stack.callback(vm.stop)
+        vm.wait_ssh()
+        yield vm
+
+
+def main(argv: list[str]) -> int:
+    """``build``: print the cached image folder."""
+    if argv != ["build"]:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(build_image().path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
