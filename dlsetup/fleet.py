@@ -1,0 +1,236 @@
+"""Fleet-level helpers: tuned Ansible settings, a fault-tolerant parallel probe, plans grouped, retry files.
+
+A fleet is every host of an inventory. The probe runs on all of them at once (one ansible-playbook run,
+see :mod:`dlsetup.remote`) and keeps going when some fail: each host gets its profile or the reason it
+has none. Hosts whose plans are the same run the same roles with the same variables, so they are shown
+as one group. After a run, the hosts that failed or were unreachable are written to a retry file, one
+name a line, which Ansible reads natively as ``--limit @FILE``: ``--retry-failed`` re-runs only them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from dlsetup.errors import UsageError
+from dlsetup.inventory import Inventory
+from dlsetup.model import HostProfile
+
+__all__ = ["HOST_BUNDLE_VAR", "PlanGroup", "ProbeFailure", "group_plans", "mitogen_strategy_plugins",
+           "probe_fleet", "render_groups", "retry_file", "retry_limit", "save_retry", "tuned_ansible_env"]
+
+#: ansible-core releases (major, minor) mitogen's strategy plugins support: mitogen's own floor
+#: (``ansible_mitogen.loaders.ANSIBLE_VERSION_MIN``) to 2.20 (mitogen-hq/mitogen#1364, fixed by #1367).
+MITOGEN_ANSIBLE_CORE = ((2, 10), (2, 20))
+#: an inventory host variable: plan this host from a saved probe bundle on the controller instead of
+#: probing it (what-if planning for hardware not yet racked, and the tests' heterogeneous fleet)
+HOST_BUNDLE_VAR = "dlsetup_probe_bundle"
+#: most parallel connections, whatever the fleet size (each fork is a controller process)
+MAX_FORKS = 64
+#: the fact subsets the roles read: distribution, kernel and architecture are all in ``min``
+GATHER_SUBSET = "min"
+
+
+def _release(package: str) -> Optional[Tuple[int, int]]:
+    try:
+        major, minor = metadata.version(package).split(".")[:2]
+        return int(major), int(minor)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+def mitogen_strategy_plugins() -> Optional[Path]:
+    """The folder of mitogen's strategy plugins when mitogen is installed and supports this ansible-core."""
+    core = _release("ansible-core")
+    if core is None or not MITOGEN_ANSIBLE_CORE[0] <= core <= MITOGEN_ANSIBLE_CORE[1]:
+        return None
+    try:
+        files = metadata.files("mitogen") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.as_posix().endswith("ansible_mitogen/plugins/strategy/mitogen_linear.py"):
+            return Path(str(file.locate())).parent
+    return None
+
+
+def tuned_ansible_env(hosts: int, cache: Path, mitogen: bool = True) -> Dict[str, str]:
+    """Ansible settings for a run over ``hosts`` hosts, as ``ANSIBLE_*`` environment variables.
+
+    One fork per host (at most :data:`MAX_FORKS`), pipelining, long-lived SSH master connections
+    without compression (fleets are on a LAN), only the ``min`` facts gathered once and cached as JSON
+    in ``cache``, host key checking on. With ``mitogen`` and a mitogen that supports the installed
+    ansible-core, mitogen's linear strategy (one persistent interpreter per host); otherwise Ansible's
+    own linear strategy with the settings above, which is the fallback."""
+    env = {
+        "ANSIBLE_FORKS": str(max(1, min(hosts, MAX_FORKS))),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s -o ServerAliveInterval=15",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_GATHERING": "smart",
+        "ANSIBLE_GATHER_SUBSET": GATHER_SUBSET,
+        "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.jsonfile",
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(cache),
+        "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "600",
+    }
+    plugins = mitogen_strategy_plugins() if mitogen else None
+    if plugins is not None:
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(plugins)
+        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
+    return env
+
+
+# -- probe ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeFailure:
+    """Why a host has no profile."""
+
+    host: str
+    status: str  #: "unreachable" or "failed"
+    message: str
+
+    def to_dict(self) -> Dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+ProbeOutcome = Union[HostProfile, ProbeFailure]
+
+
+def _host_vars(inventory: Inventory) -> Mapping[str, Mapping[str, Any]]:
+    from dlsetup.runner import list_inventory
+
+    rc, data, _ = list_inventory(inventory.sources, inventory.limit)
+    hostvars = data.get("_meta", {}).get("hostvars", {}) if rc == 0 else {}
+    return hostvars if isinstance(hostvars, dict) else {}
+
+
+def _bundle_profile(host: str, bundle: Any) -> ProbeOutcome:
+    from dlsetup.probe import probe
+
+    try:
+        profile = probe(bundle=Path(str(bundle)))
+    except UsageError as err:
+        return ProbeFailure(host, "failed", f"{HOST_BUNDLE_VAR}: {err}")
+    return dataclasses.replace(profile, hostname=host)
+
+
+def probe_fleet(inventory: Inventory) -> Dict[str, ProbeOutcome]:
+    """Probe every selected host of ``inventory`` in one parallel run: name -> profile or failure.
+
+    Hosts with :data:`HOST_BUNDLE_VAR` are read from that bundle on the controller instead. A host that
+    fails or cannot be reached does not stop the others; every host of the inventory is in the result."""
+    from dlsetup.probe import enrich
+    from dlsetup.remote import PLAYBOOK, TASK, build_zipapp
+    from dlsetup.runner import RunOptions, cache_dir, run_playbooks
+
+    hostvars = _host_vars(inventory)
+    outcomes: Dict[str, ProbeOutcome] = {
+        name: _bundle_profile(name, hostvars[name][HOST_BUNDLE_VAR])
+        for name in inventory.hosts if HOST_BUNDLE_VAR in hostvars.get(name, {})}
+    remote = [name for name in inventory.hosts if name not in outcomes]
+    if remote:
+        zipapp = build_zipapp(cache_dir())
+        options = RunOptions(limit=",".join(remote), forks=max(1, min(len(remote), MAX_FORKS)),
+                             extra_vars=(json.dumps({"dlsetup_probe_zipapp": str(zipapp)}),))
+        result = run_playbooks([PLAYBOOK], inventory.sources, hosts=remote, options=options, capture=[TASK])
+        if result.error:
+            raise UsageError(f"cannot probe the hosts: {result.error}")
+        for host in result.hosts:
+            if host.status in ("failed", "unreachable"):
+                why = host.failure.message if host.failure else f"the probe {host.status}"
+                outcomes[host.host] = ProbeFailure(host.host, host.status, why)
+                continue
+            try:
+                profile = HostProfile.from_dict(json.loads(str(host.captured[TASK]["stdout"]))["profile"])
+            except (ValueError, KeyError, TypeError) as err:
+                outcomes[host.host] = ProbeFailure(host.host, "failed", f"the remote probe printed no profile ({err})")
+                continue
+            outcomes[host.host] = enrich(dataclasses.replace(profile, source=f"remote:{host.host}"))
+    return {name: outcomes.get(name, ProbeFailure(name, "failed", "the probe did not run on this host"))
+            for name in inventory.hosts}
+
+
+# -- plans ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanGroup:
+    """Hosts whose plans are the same: same roles, same variables, so the same run."""
+
+    hosts: Tuple[str, ...]
+    roles: Tuple[str, ...]
+    choices: Tuple[Tuple[str, str], ...]  #: (topic, choice) of the plan's decisions, e.g. ("driver", "580")
+    variables: Mapping[str, Any]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"hosts": list(self.hosts), "roles": list(self.roles),
+                "choices": dict(self.choices), "variables": dict(self.variables)}
+
+
+def group_plans(plans: Mapping[str, Any]) -> Tuple[PlanGroup, ...]:
+    """Group the plans (host -> :class:`~dlsetup.plan.Plan`) that are the same; largest group first."""
+    groups: Dict[str, List[str]] = {}
+    for host, plan in plans.items():
+        key = json.dumps([list(plan.roles), plan.variables], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(host)
+    result = []
+    for hosts in groups.values():
+        plan = plans[hosts[0]]
+        choices = tuple((d.topic, d.choice) for d in plan.decisions)
+        result.append(PlanGroup(tuple(hosts), tuple(plan.roles), choices, dict(plan.variables)))
+    return tuple(sorted(result, key=lambda g: -len(g.hosts)))
+
+
+def render_groups(groups: Sequence[PlanGroup], failures: Sequence[ProbeFailure] = ()) -> Any:
+    """A rich table: one row per group (its hosts, roles and decisions), then the hosts without a plan."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="plans by host group", title_justify="left", header_style="bold")
+    for column in ("hosts", "roles", "stack"):
+        table.add_column(column)
+    for group in groups:
+        stack = ", ".join(f"{topic} {choice}" for topic, choice in group.choices)
+        table.add_row(escape(", ".join(group.hosts)), escape(" > ".join(group.roles)), escape(stack))
+    for failure in failures:
+        table.add_row(f"[red]{escape(failure.host)}[/]", f"[red]{failure.status}[/]", escape(failure.message))
+    return table
+
+
+# -- retry ----------------------------------------------------------------------------------------
+
+
+def retry_file(sources: Sequence[str], cache: Path) -> Path:
+    """Where the hosts to retry for the inventory ``sources`` are kept, under ``cache``."""
+    resolved = "\0".join(str(Path(source).resolve()) for source in sources)
+    return cache / "retry" / f"{hashlib.sha256(resolved.encode()).hexdigest()[:16]}.retry"
+
+
+def save_retry(path: Path, results: Sequence[Any]) -> Tuple[str, ...]:
+    """Write the hosts of ``results`` (:class:`~dlsetup.runner.HostResult`) that failed or were
+    unreachable to ``path``, one a line; remove it when there are none. Returns those hosts."""
+    hosts = tuple(r.host for r in results if r.status in ("failed", "unreachable"))
+    if hosts:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{host}\n" for host in hosts), encoding="utf-8")
+    else:
+        path.unlink(missing_ok=True)
+    return hosts
+
+
+def retry_limit(path: Path) -> str:
+    """The ``--limit`` that selects only the hosts in the retry file ``path`` (Ansible's ``@FILE``)."""
+    try:
+        hosts = path.read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        hosts = []
+    if not hosts:
+        raise UsageError("--retry-failed: no host failed in the last run of this inventory")
+    return f"@{path}"
