@@ -111,6 +111,9 @@ class HostState:
 
 def failure_message(res: Mapping[str, Any]) -> str:
     """One line that says why a task failed: the module's message, with stderr's last line when useful."""
+    inner = res.get("failed_modules")  # fact gathering: the reason is in the module that failed
+    if isinstance(inner, dict) and inner:
+        return failure_message(next(iter(inner.values())))
     msg = str(res.get("msg") or "").strip()
     for prefix in ("Task failed: ", "Module failed: "):
         msg = msg.removeprefix(prefix)
