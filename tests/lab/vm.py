@@ -35,6 +35,7 @@ DISK_SERIALS = ("dlsetup-d1", "dlsetup-d2", "dlsetup-d3", "dlsetup-d4")
 DISK_SIZE = "256M"
 ROOT_SIZE = "3G"
 HOSTNAME = "dlsetup-vm"
+ROOT_LABEL = "vmroot"
 BOOT_TIMEOUT = 300.0
 _SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                 "-o", "ConnectTimeout=5", "-o", "BatchMode=yes")
@@ -94,7 +95,7 @@ def _configure(root: Path, public_key: str) -> None:
     (root / "etc" / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n")
     (root / "etc" / "network" / "interfaces").write_text(
         "auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet dhcp\n")
-    (root / "etc" / "fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
+    (root / "etc" / "fstab").write_text(f"LABEL={ROOT_LABEL} / ext4 defaults 0 1\n")
     ssh = root / "root" / ".ssh"
     ssh.mkdir(mode=0o700, exist_ok=True)
     (ssh / "authorized_keys").write_text(public_key)
@@ -124,7 +125,7 @@ def build_image(dest: Path | None = None) -> Image:
         boot = root / "boot"
         shutil.copy(next(boot.glob("vmlinuz-*")), work / "vmlinuz")
         shutil.copy(next(boot.glob("initrd.img-*")), work / "initrd.img")
-        _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-d", str(root), str(work / "root.img"), ROOT_SIZE])
+        _run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(root), str(work / "root.img"), ROOT_SIZE])
         rootfs.remove_copy(root)
         work.rename(dest)
     except BaseException:
@@ -217,10 +218,10 @@ class VM:
 
 def _qemu_command(vm: VM, overlay: Path) -> list[str]:
     command = [
-        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-m", "2048", "-smp", "2",
+        "qemu-system-x86_64", "-nodefaults", "-accel", "tcg,thread=multi", "-m", "2048", "-smp", "2",
         "-display", "none", "-monitor", "none", "-serial", f"file:{vm.console_log}",
         "-kernel", str(vm.image.kernel), "-initrd", str(vm.image.initrd),
-        "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=1",
+        "-append", f"root=LABEL={ROOT_LABEL} rw console=ttyS0",
         "-drive", f"file={overlay},format=qcow2,if=virtio",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{vm.port}-:22", "-device", "virtio-net-pci,netdev=n0",
     ]

@@ -1,0 +1,228 @@
+"""The storage role and reboots on a real Debian 12 VM with its own kernel and four virtio disks.
+
+One VM boots for the whole module (lab.vm); between cases the data disks are reset inside the VM by
+this file's own shell code, never by the role. Runs go through dlsetup's runner, except the interrupted
+runs, which kill a plain ansible-playbook process group at chosen tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+from rich.console import Console
+
+from dlsetup.runner import RunOptions, RunResult, ansible_dir, run_playbooks
+from dlsetup.runner.progress import summary
+from lab import vm as vm_lab
+
+pytestmark = pytest.mark.vm
+
+PLAYBOOKS = ansible_dir() / "playbooks"
+MARKER_TASK = "dlsetup reboot required marker"
+#: Shell that frees the data disks: unmount, swapoff, deactivate LVM, stop md, wipe, forget fstab/mdadm.conf.
+RESET = r"""
+set -u
+for m in $(findmnt -rn -o TARGET | grep -E '^/(data|mnt/plant)' | sort -r); do umount "$m"; done
+swapoff -a
+vgchange -an >/dev/null 2>&1
+for md in /dev/md?*; do [ -b "$md" ] && mdadm --stop "$md" >/dev/null 2>&1; done
+for d in /dev/vd[a-d]; do wipefs -qa "$d"?* 2>/dev/null; wipefs -qa "$d"; done
+sed -i '/ \/data /d' /etc/fstab; sed -i '/^ARRAY /d' /etc/mdadm/mdadm.conf
+rm -f /run/dlsetup/reboot-required
+udevadm settle
+"""
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vm_lab.VM]:
+    with vm_lab.boot(tmp_path_factory.mktemp("vm")) as machine:
+        yield machine
+
+
+@pytest.fixture(scope="module")
+def inventory(vm: vm_lab.VM, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("inventory") / "hosts.ini"
+    path.write_text(vm.inventory(_host(vm)))
+    return path
+
+
+def _host(vm: vm_lab.VM) -> str:
+    return f"vm-{vm.port}"  # a name of this VM only, so no cached facts of another run apply
+
+
+def _layout(vm: vm_lab.VM, filesystem: str = "ext4", **extra: Any) -> dict:
+    array = {"name": "data", "level": "raid10", "members": list(vm.by_id), "filesystem": filesystem,
+             "mountpoint": "/data", "mount_options": ["defaults", "noatime", "nofail"]}
+    return {"storage_arrays": [array], **extra}
+
+
+def _run(vm: vm_lab.VM, inventory: Path, variables: dict, *names: str) -> RunResult:
+    playbooks = [PLAYBOOKS / name for name in (names or ("storage.yml",))]
+    return run_playbooks(playbooks, [str(inventory)], host_vars={_host(vm): variables}, hosts=[_host(vm)],
+                         options=RunOptions(forks=1))
+
+
+def _only(result: RunResult) -> Any:
+    assert result.error is None, result.error
+    (host,) = result.hosts
+    return host
+
+
+def _sha(vm: vm_lab.VM, paths: str) -> str:
+    return vm.ssh(f"sha256sum {paths}").stdout
+
+
+def test_raid10_converges_then_reboots_only_when_asked(vm: vm_lab.VM, inventory: Path) -> None:
+    """Converge, converge again with nothing changed, reboot with --reboot, data intact after it."""
+    vm.ssh(RESET)
+    every = ("storage.yml", "reboot.yml", "reboot_status.yml")
+    first = _only(_run(vm, inventory, _layout(vm), *every))
+    assert (first.status, first.failed, first.reboot_required) == ("changed", 0, True), first
+    assert vm.ssh("cat /sys/block/md127/md/level; cat /sys/block/md127/md/raid_disks").stdout.split() == \
+        ["raid10", "4"]
+    assert vm.ssh("findmnt -n -o FSTYPE,OPTIONS /data").stdout.split()[0] == "ext4"
+    assert "noatime" in vm.ssh("findmnt -n -o OPTIONS /data").stdout
+    uuid = vm.ssh("blkid -s UUID -o value /dev/md/data").stdout.strip()
+    assert f"UUID={uuid} /data ext4 defaults,noatime,nofail 0 0" in vm.ssh("cat /etc/fstab").stdout
+    assert "ARRAY /dev/md/data metadata=1.2 UUID=" in vm.ssh("cat /etc/mdadm/mdadm.conf").stdout
+
+    second = _only(_run(vm, inventory, _layout(vm), *every))
+    assert (second.status, second.changed, second.reboot_required) == ("ok", 0, True), second
+    console = Console(record=True, width=120)
+    console.print(summary(_run(vm, inventory, _layout(vm), "reboot_status.yml")))
+    (row,) = [line for line in console.export_text().splitlines() if _host(vm) in line]
+    assert row.split()[-1] == "yes"
+
+    vm.ssh("head -c 24M /dev/urandom > /data/weights.bin && seq 100000 > /data/ids.txt && sync")
+    before = _sha(vm, "/data/weights.bin /data/ids.txt")
+    boot = vm.boot_id()
+    rebooted = _only(_run(vm, inventory, _layout(vm, dlsetup_reboot=True), *every))
+    assert (rebooted.status, rebooted.failed, rebooted.reboot_required) == ("changed", 0, False), rebooted
+    assert vm.boot_id() not in (None, boot)
+    assert vm.ssh("cat /sys/block/md127/md/array_state").stdout.strip() in ("clean", "active")
+    assert vm.ssh("findmnt -n -o SOURCE /data").stdout.strip() in ("/dev/md127", "/dev/md/data")
+    assert _sha(vm, "/data/weights.bin /data/ids.txt") == before
+
+
+#: plant name -> (shell leaving a file $M/f on something built on disk $D, reasons the role must name).
+#: Every plant ends with the file's filesystem mounted at $M; "ext4" then unmounts it again.
+PLANTS = {
+    "ext4": ("mkfs.ext4 -q $D && mount $D $M && head -c 1M /dev/urandom > $M/f",
+             ["holds an ext4 filesystem"]),
+    "lvm-pv": ("pvcreate -qq $D && vgcreate -qq plant $D && lvcreate -qq -y -L 32M -n lv plant && "
+               "mkfs.ext4 -q /dev/plant/lv && mount /dev/plant/lv $M && head -c 1M /dev/urandom > $M/f",
+               ["is an LVM physical volume", "is in use by dm-0", "is mounted at $M (dm-0)"]),
+    "md-member": ("mdadm --create /dev/md/plant --run -q --level=1 --raid-devices=2 $D missing && "
+                  "mkfs.ext4 -q /dev/md/plant && mount /dev/md/plant $M && head -c 1M /dev/urandom > $M/f",
+                  ["carries an md RAID signature", "is in use by md127", "is mounted at $M (md127)"]),
+    "partition-table": ("echo 'label: gpt' | sfdisk -q $D && echo ',' | sfdisk -q --append $D && udevadm settle && "
+                        "mkfs.ext4 -q ${D}1 && mount ${D}1 $M && head -c 1M /dev/urandom > $M/f",
+                        ["has a gpt partition table", "has partitions $N1", "is mounted at $M ($N1)"]),
+    "mounted-fs": ("mkfs.ext4 -q $D && mount $D $M && head -c 1M /dev/urandom > $M/f",
+                   ["holds an ext4 filesystem", "is mounted at $M ($N)"]),
+    "swap": ("mkswap $D >/dev/null && swapon $D && mount -t tmpfs plant $M && dd if=$D bs=4096 count=1 status=none of=$M/f",
+             ["is swap space", "is in use as swap"]),
+}
+
+
+def _plant(vm: vm_lab.VM, disk: str, plant: str, mountpoint: str) -> tuple[str, str]:
+    """Plant ``plant`` on ``disk``: (the reasons the role must give, the checksum of the planted file)."""
+    script, reasons = PLANTS[plant]
+    device = vm.ssh(f"readlink -f {disk}").stdout.strip()
+    values = {"$D": device, "$M": mountpoint, "$N": Path(device).name}
+    checksum = vm.ssh(f"D={device} M={mountpoint} N={Path(device).name}; mkdir -p $M && {script} && "
+                      f"sha256sum $M/f && udevadm settle").stdout
+    if plant == "ext4":
+        vm.ssh(f"umount {mountpoint} && udevadm settle")
+    text = ", ".join(reasons)
+    for key, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(key, value)
+    return text, checksum
+
+
+def _checksum_after(vm: vm_lab.VM, disk: str, mountpoint: str) -> str:
+    return vm.ssh(f"mountpoint -q {mountpoint} || mount -o ro $(readlink -f {disk}) {mountpoint}; "
+                  f"sha256sum {mountpoint}/f").stdout
+
+
+@pytest.mark.parametrize("plant", list(PLANTS))
+def test_safe_mode_refuses_a_disk_holding_data(vm: vm_lab.VM, inventory: Path, plant: str) -> None:
+    vm.ssh(RESET)
+    disk, mountpoint = vm.by_id[1], "/mnt/plant"
+    reasons, checksum = _plant(vm, disk, plant, mountpoint)
+    host = _only(_run(vm, inventory, _layout(vm)))
+    assert host.status == "failed" and host.failure is not None
+    assert host.failure.task == "Refuse disks that hold data (safe mode)"
+    assert f"storage: refusing the whole layout, nothing was written. {disk}: {reasons}. Free" in \
+        host.failure.message
+    assert _checksum_after(vm, disk, mountpoint) == checksum
+    others = " ".join(vm.ssh(f"readlink -f {d}").stdout.strip() for d in vm.by_id if d != disk)
+    assert vm.ssh(f"wipefs --no-act {others}").stdout == ""  # nothing written to the free disks either
+    assert "/data" not in vm.ssh("cat /etc/fstab").stdout
+
+
+def test_destroy_data_wipes_the_disks_and_creates_the_layout(vm: vm_lab.VM, inventory: Path) -> None:
+    vm.ssh(RESET)
+    for i, (disk, plant) in enumerate(zip(vm.by_id, ("mounted-fs", "lvm-pv", "swap", "partition-table"))):
+        _plant(vm, disk, plant, f"/mnt/plant{i}")
+    refused = _only(_run(vm, inventory, _layout(vm)))
+    assert refused.status == "failed" and refused.failure is not None
+    assert all(f"{disk}: " in refused.failure.message for disk in vm.by_id), refused.failure.message
+    created = _only(_run(vm, inventory, _layout(vm, dlsetup_storage_destroy_data=True)))
+    assert (created.status, created.failed) == ("changed", 0), created
+    assert vm.ssh("cat /sys/block/md127/md/level").stdout.strip() == "raid10"
+    assert vm.ssh("findmnt -n -o FSTYPE /data").stdout.strip() == "ext4"
+    assert vm.ssh("cat /proc/swaps").stdout.count("\n") == 1
+
+
+def _ansible_playbook(vm: vm_lab.VM, inventory: Path, variables: Path) -> subprocess.Popen[str]:
+    """A plain ansible-playbook run in its own process group, with no SSH master that would outlive it."""
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ansible_dir() / "roles"), "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_PIPELINING": "True"}
+    command = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), "-e", f"@{variables}",
+               str(PLAYBOOKS / "storage.yml")]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _kill_at(process: subprocess.Popen[str], task: str, delay: float) -> str:
+    """Kill the run's process group ``delay`` seconds after ``task`` starts; the output up to then."""
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if f"TASK [storage : {task}]" in line:
+            time.sleep(delay)
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    return "".join(seen)
+
+
+@pytest.mark.parametrize("task,delay", [("Install mdadm and the mkfs tools", 4.0),
+                                        ("Create the array on the checked disks", 0.5),
+                                        ("Create the filesystem", 1.0)])
+def test_interrupted_run_converges_next_time(vm: vm_lab.VM, inventory: Path, tmp_path: Path, task: str,
+                                             delay: float) -> None:
+    """Killed at a task, the next run converges and dpkg is consistent (xfs: the role installs xfsprogs)."""
+    if task == "Install mdadm and the mkfs tools":
+        vm.ssh(RESET + "apt-get purge -qq -y xfsprogs >/dev/null 2>&1; true")
+    variables = tmp_path / "layout.yml"
+    variables.write_text(yaml.safe_dump(_layout(vm, "xfs")))
+    output = _kill_at(_ansible_playbook(vm, inventory, variables), task, delay)
+    assert f"TASK [storage : {task}]" in output
+    assert "PLAY RECAP" not in output
+    rerun = _ansible_playbook(vm, inventory, variables)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out[-3000:]
+    assert vm.ssh("dpkg --audit").stdout == ""
+    assert vm.ssh("findmnt -n -o FSTYPE /data").stdout.strip() == "xfs"
+    assert vm.ssh("cat /sys/block/md127/md/raid_disks").stdout.strip() == "4"
