@@ -18,6 +18,7 @@ Command line::
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -38,18 +39,19 @@ import yaml
 
 from lab import rootfs
 
-#: What the fleet root adds to the cached root: sshd, and the packages the common role installs,
-#: so a converge of the site playbook needs no network on the hosts.
+#: What the fleet root adds to the cached root: sshd, and the packages the common and frameworks roles
+#: install, so a converge of the site playbook with the CPU role set needs no network on the hosts.
 PACKAGES = ("openssh-server", "build-essential", "pciutils", "python3-venv", "gpg", "python3-debian",
-            "ca-certificates")
+            "ca-certificates", "python3-packaging")
 SSHD = "/usr/sbin/sshd"
 #: the apt module skips ``update_cache`` while this stamp is newer than ``cache_valid_time``
 APT_STAMP = "var/lib/apt/periodic/update-success-stamp"
 
 
 def fleet_root() -> Path:
-    """The cached fleet root (next to the cached Debian root), built from it on first use."""
-    dest = rootfs.cache_dir().with_name(rootfs.cache_dir().name + "-fleet")
+    """The cached fleet root (next to the cached Debian root, named after :data:`PACKAGES`), built on first use."""
+    digest = hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:8]
+    dest = rootfs.cache_dir().with_name(f"{rootfs.cache_dir().name}-fleet-{digest}")
     if (dest / SSHD.lstrip("/")).exists():
         return dest
     base = rootfs.build_root()
