@@ -254,3 +254,12 @@ def test_container_toolkit_follows_an_installed_engine():
     assert "nvidia_container_toolkit" not in make_plan(RTX4090, Request()).roles  # no engine, not asked
     no_gpu_docker = replace(NO_GPU, os=replace(NO_GPU.os, container_engines=("docker",)))
     assert "nvidia_container_toolkit" not in make_plan(no_gpu_docker, Request()).roles
+
+
+def test_secure_boot_reaches_the_driver_role():
+    secure = replace(A100, os=replace(A100.os, secure_boot="enabled"))
+    plan = make_plan(secure, Request())
+    assert plan.variables["nvidia_driver_secure_boot"] == "enabled"
+    assert choice(plan, "secure boot") == ("sign the driver module", "rule:secure-boot-mok")
+    assert any("MOK" in note for note in plan.notes)
+    assert make_plan(A100, Request()).variables["nvidia_driver_secure_boot"] == A100.os.secure_boot

@@ -253,8 +253,15 @@ class _Planner:
             "nvidia_driver_open_modules": open_modules,
             "nvidia_driver_skip_when_loaded": True,
             "nvidia_driver_loaded_version": self.profile.nvidia.kernel_module_version or "",
+            "nvidia_driver_secure_boot": self.profile.os.secure_boot,
             **{f"nvidia_driver_repo_{k}": v for k, v in repo.items()},
         })
+        if self.profile.os.secure_boot == "enabled":
+            self.notes.append("Secure Boot is on: the driver module must be signed with an enrolled MOK; the "
+                              "nvidia_driver role stops with the steps unless nvidia_driver_secure_boot_mok_ready "
+                              "is true")
+            self.decide("secure boot", "sign the driver module", "Secure Boot is enabled on the host",
+                        "rule:secure-boot-mok")
         return _Nvidia(archs, ccs, branch.branch, True, open_modules, branch.max_cuda, str(branch.branch))
 
     def keep_loaded_driver(self, archs: Tuple[Architecture, ...], ccs: Tuple[str, ...], allowed: list, cuda: Any,
