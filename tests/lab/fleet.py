@@ -88,7 +88,7 @@ class FleetHost:
 
     @property
     def upper(self) -> Path:
-        """The host's own layer: every file it wrote, readable from the controller."""
+        """The host's own layer: every file it wrote (read it, never write it while the host runs)."""
         return self.dir / "upper"
 
 
@@ -135,13 +135,6 @@ class Fleet:
         path.write_text(yaml.safe_dump({"all": {"vars": common, "hosts": entries}}, sort_keys=False))
         return path
 
-    def touch_apt_stamp(self) -> None:
-        """Make each host's apt cache count as fresh (the hosts have no route to a mirror)."""
-        for host in self.hosts:
-            stamp = host.upper / APT_STAMP
-            stamp.parent.mkdir(parents=True, exist_ok=True)
-            stamp.touch()
-
     # -- setup and teardown ------------------------------------------------------------------------
     def _start(self) -> None:
         root = fleet_root()
@@ -159,7 +152,6 @@ class Fleet:
                 known.append(f"{host.address} {host_key}")
                 self._procs.append(self._sshd(host, root))
         self.known_hosts.write_text("".join(line + "\n" for line in known))
-        self.touch_apt_stamp()
         for host in self.hosts:
             if host.reachable:
                 _wait_port(host)
@@ -182,6 +174,11 @@ class Fleet:
             (host.dir / sub).chmod(mode)
         (host.upper / "root/.ssh/authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
         (host.upper / "etc/hostname").write_text(host.name + "\n")
+        # the hosts have no route to a mirror: their apt cache counts as fresh (written before the mount:
+        # overlayfs forbids changing an upper layer while it is mounted)
+        stamp = host.upper / APT_STAMP
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
         key = host.upper / "etc/ssh/ssh_host_ed25519_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(key)], check=True)
         return " ".join(key.with_suffix(".pub").read_text().split()[:2])
