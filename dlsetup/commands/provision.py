@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 #: the request options of ``dlsetup plan`` (--config, --framework, --cuda, --pip-find-links, ...), shared
 REQUEST_OPTIONS = [p for p in _plan_command.params if p.name not in ("from_bundle", "as_json", "emit_vars")]
-REBOOT_TASK = "dlsetup reboot required marker"
+REBOOT_TASK = "Read the dlsetup reboot-required marker"
 
 
 @click.command()
