@@ -69,3 +69,17 @@ def test_driver_branches_do_not_go_backwards():
     branches = compat.load().driver_branches
     assert [b.branch for b in branches] == sorted(b.branch for b in branches)
     assert [compat.vtuple(b.max_cuda) for b in branches] == sorted(compat.vtuple(b.max_cuda) for b in branches)
+
+
+def test_torch_sends_volta_to_the_cuda_12_6_build():
+    """PyTorch 2.8 and 2.11 compile their 12.8/12.9 builds from Turing up; only 12.6 still covers Volta."""
+    builds = {b.cuda: b for b in compat.load().torch_cuda_builds}
+    assert [builds[c].cc_min for c in ("12.6", "12.8", "12.9", "13.0")] == ["5.0", "7.5", "7.5", "7.5"]
+
+
+def test_toolkit_drivers_are_the_release_notes_figures():
+    data = compat.load()
+    expected = {"11.8": "520.61.05", "12.6": "560.28.03", "12.8": "570.26", "12.9": "575.51.03",
+                "13.1": "590.44.01", "13.2": "595.45.04", "13.3": "610.43.02"}
+    assert {v: data.cuda_release(v).toolkit_min_driver for v in expected} == expected
+    assert data.cuda_release("11.8").compat_min_driver == "450.80.02"

@@ -67,6 +67,15 @@ def test_h100_by_pci_id() -> None:
     assert gpudb.by_pci_id("1002", "2330") is None
 
 
+def test_datasheet_peaks_are_dense() -> None:
+    """Sparse datasheet figures are halved; a figure the vendors disagree on is left out, not guessed."""
+    assert dict(gpudb.by_pci_id("10de", "2331").peak_tflops) == {
+        "fp32": 51.0, "tf32": 378.0, "fp16": 756.5, "bf16": 756.5, "fp8": 1513.0}
+    b200 = gpudb.by_pci_id("10de", "2901")
+    assert b200 is not None and dict(b200.peak_tflops) == {"fp16": 2250.0, "bf16": 2250.0, "fp8": 4500.0}
+    a10g = gpudb.by_name("NVIDIA A10G")
+    assert a10g is not None and a10g.memory_bandwidth_gbps is None and a10g.tdp_w is None
+
 def test_every_captured_product_name_resolves() -> None:
     captured = _captured_gpus()
     assert len(captured) >= 40
