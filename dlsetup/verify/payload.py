@@ -108,16 +108,23 @@ def synchronize(device: "torch.device") -> None:
         torch.cuda.synchronize(device)
 
 
-def time_op(op: Callable[[], Any], device: "torch.device", batch_s: float = BATCH_S,
-            repeats: int = REPEATS) -> float:
-    """Median seconds per call of ``op``: one warm-up call, then ``repeats`` batches of calls, each batch
-    between two device synchronisations and long enough (``batch_s``) to hide the timer's overhead."""
+def calls_per_batch(op: Callable[[], Any], device: "torch.device", batch_s: float = BATCH_S) -> int:
+    """How many calls of ``op`` fill ``batch_s``: one warm-up call, then one timed call."""
     op()
     synchronize(device)
     start = time.perf_counter()
     op()
     synchronize(device)
-    calls = max(1, math.ceil(batch_s / max(time.perf_counter() - start, 1e-9)))
+    return max(1, math.ceil(batch_s / max(time.perf_counter() - start, 1e-9)))
+
+
+def time_op(op: Callable[[], Any], device: "torch.device", batch_s: float = BATCH_S,
+            repeats: int = REPEATS, calls: Optional[int] = None) -> float:
+    """Median seconds per call of ``op``: ``repeats`` batches of calls, each batch between two device
+    synchronisations and long enough (``batch_s``) to hide the timer's overhead. Collectives pass ``calls``
+    agreed by every rank, since each rank must make the same number of calls."""
+    if calls is None:
+        calls = calls_per_batch(op, device, batch_s)
     samples = []
     for _ in range(repeats):
         synchronize(device)
@@ -321,7 +328,10 @@ def _allreduce_worker(rank: int, world: int, backend: str, device_type: str, por
             data.fill_(1.0)
             dist.all_reduce(data)
 
-        seconds = time_op(op, device)
+        # every rank must run the same number of all-reduces: agree on the largest batch any rank wants
+        calls = torch.tensor([calls_per_batch(op, device)], dtype=torch.int64, device=device)
+        dist.all_reduce(calls, op=dist.ReduceOp.MAX)
+        seconds = time_op(op, device, calls=int(calls.item()))
         if rank == 0:
             results.put({"correct": correct, "seconds": seconds})
     finally:
