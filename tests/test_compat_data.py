@@ -83,3 +83,13 @@ def test_toolkit_drivers_are_the_release_notes_figures():
                 "13.1": "590.44.01", "13.2": "595.45.04", "13.3": "610.43.02"}
     assert {v: data.cuda_release(v).toolkit_min_driver for v in expected} == expected
     assert data.cuda_release("11.8").compat_min_driver == "450.80.02"
+
+
+def test_rocm_targets_are_the_matrix_columns():
+    """gfx1030 (RDNA2) is listed from 6.4.0 on; RDNA4 and CDNA4 only in the 7.x columns."""
+    releases = {r.version: r for r in compat.load().rocm}
+    assert releases["6.4"].gfx == ("gfx942", "gfx90a", "gfx908", "gfx1100", "gfx1030")
+    for version in ("7.0", "7.1", "7.2"):
+        assert {"gfx950", "gfx1201", "gfx1030"} <= set(releases[version].gfx)
+        assert "gfx1151" not in releases[version].gfx
+    assert all(r.os == ("ubuntu 22.04", "ubuntu 24.04") for r in releases.values())
