@@ -75,6 +75,11 @@ def test_datasheet_peaks_are_dense() -> None:
     assert b200 is not None and dict(b200.peak_tflops) == {"fp16": 2250.0, "bf16": 2250.0, "fp8": 4500.0}
     a10g = gpudb.by_name("NVIDIA A10G")
     assert a10g is not None and a10g.memory_bandwidth_gbps is None and a10g.tdp_w is None
+    # L4 and L40 datasheets print tensor figures with sparsity (L4 FP8 485*, L40 BF16 362.1*)
+    assert dict(gpudb.by_name("NVIDIA L4").peak_tflops) == {
+        "fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0, "fp8": 242.5}
+    assert dict(gpudb.by_name("NVIDIA L40").peak_tflops) == {
+        "fp32": 90.5, "tf32": 90.5, "fp16": 181.05, "bf16": 181.05, "fp8": 362.0}
 
 def test_every_captured_product_name_resolves() -> None:
     captured = _captured_gpus()
