@@ -7,7 +7,7 @@ as ``<table>:<key>``, so every decision can be traced back to the document that 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Mapping, Optional, Tuple
@@ -105,6 +105,13 @@ class RocmRelease:
     version: str
     gfx: Tuple[str, ...]
     os: Tuple[str, ...]
+    #: systems AMD supports for some targets only: "debian 12" -> ("gfx942", ...)
+    os_limited: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
+
+    def supports(self, targets: Tuple[str, ...], system: str) -> bool:
+        if not set(targets) <= set(self.gfx):
+            return False
+        return system in self.os or set(targets) <= set(self.os_limited.get(system, ()))
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,8 @@ def load() -> Compat:
         tensorflow_default=t["tensorflow"]["default"],
         tensorflow=_rows(TensorflowRelease, t["tensorflow"]["release"], ("python",)),
         jax=_rows(JaxVariant, t["jax"]["variant"]),
-        rocm=_rows(RocmRelease, t["rocm"]["release"], ("gfx", "os")),
+        rocm=tuple(replace(row, os_limited={k: tuple(v) for k, v in row.os_limited.items()})
+                   for row in _rows(RocmRelease, t["rocm"]["release"], ("gfx", "os"))),
         systems=_rows(OSEntry, t["os"]["os"]),
         repositories={
             name: Repository(**{k: v for k, v in repo.items() if k != "source"})

@@ -302,7 +302,7 @@ class _Planner:
                 raise PlanConflict("cannot tell the AMD GPU's gfx target: probe the host with amdgpu loaded")
             self.decide("accelerator", "cpu", "the AMD GPU's gfx target is unknown", "rule:cpu-only")
             return None
-        fits = [x for x in self.data.rocm if set(targets) <= set(x.gfx) and system.key in x.os]
+        fits = [x for x in self.data.rocm if x.supports(targets, system.key)]
         if r.rocm:
             release = next((x for x in self.data.rocm if x.version == r.rocm), None)
             if release is None:
