@@ -265,3 +265,8 @@ def test_secure_boot_reaches_the_driver_role():
     assert choice(plan, "secure boot") == ("sign the driver module", "rule:secure-boot-mok")
     assert any("MOK" in note for note in plan.notes)
     assert make_plan(A100, Request()).variables["nvidia_driver_secure_boot"] == A100.os.secure_boot
+
+
+def test_rocm_on_debian_uses_the_ubuntu_builds():
+    v = make_plan(replace(MI300X, os=DEBIAN12), Request()).variables
+    assert (v["rocm_repo_url"], v["rocm_repo_suite"]) == ("https://repo.radeon.com/rocm/apt/7.2", "jammy")

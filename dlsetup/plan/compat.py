@@ -121,6 +121,7 @@ class OSEntry:
     codename: str
     python: str
     cuda_repo: str
+    rocm_suite: str  #: the suite of AMD's apt repositories for this OS (Debian uses Ubuntu's builds)
 
     @property
     def key(self) -> str:

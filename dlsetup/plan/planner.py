@@ -510,7 +510,8 @@ class _Planner:
 
     def repository(self, name: str, system: OSEntry, **fields: str) -> Dict[str, str]:
         repo = self.data.repositories[name]
-        values = {"cuda_repo": system.cuda_repo, "codename": system.codename, **fields}
+        values = {"cuda_repo": system.cuda_repo, "codename": system.codename, "rocm_suite": system.rocm_suite,
+                  **fields}
         return {
             "url": repo.url.format(**values),
             "suite": repo.suite.format(**values),
