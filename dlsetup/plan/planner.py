@@ -330,15 +330,21 @@ class _Planner:
         return release.version
 
     # -- frameworks --------------------------------------------------------------------------
-    def torch_release(self, python: str) -> TorchRelease:
-        wanted = self.request.torch or self.data.torch_default
-        release = next((t for t in self.data.torch if wanted in (t.version, minor(t.version))), None)
+    @staticmethod
+    def framework_release(name: str, table: tuple, wanted: str, python: str, option: str) -> Any:
+        """The release of ``table`` that ``wanted`` ("2.13" or "2.13.0") names, if it supports ``python``."""
+        release = next((t for t in table if wanted in (t.version, minor(t.version))), None)
         if release is None:
-            known = ", ".join(t.version for t in self.data.torch)
-            raise PlanConflict(f"torch {wanted} is not in the compatibility tables: use --torch with one of {known}")
+            known = ", ".join(t.version for t in table)
+            raise PlanConflict(f"{name} {wanted} is not in the compatibility tables: use {option} with one of {known}")
         if python not in release.python:
-            raise PlanConflict(f"torch {release.version} supports Python {_ver_list(release.python)}, not {python}: "
-                               f"use --python {release.python[-1]} or another --torch")
+            raise PlanConflict(f"{name} {release.version} supports Python {_ver_list(release.python)}, not {python}: "
+                               f"use --python {release.python[-1]} or another {option}")
+        return release
+
+    def torch_release(self, python: str) -> TorchRelease:
+        release = self.framework_release("torch", self.data.torch, self.request.torch or self.data.torch_default,
+                                         python, "--torch")
         how = "pinned by the request" if self.request.torch else "the default release line"
         self.decide("torch", release.version, f"{how}; supports Python {_ver_list(release.python)}",
                     f"pytorch:{release.version}")
@@ -393,14 +399,9 @@ class _Planner:
                        f"on it through minor-version compatibility (driver >= {build.compat_min_driver})")
 
     def resolve_tensorflow(self, python: str, nvidia: Optional[_Nvidia], rocm: Optional[str]) -> None:
-        wanted = self.request.tensorflow or self.data.tensorflow_default
-        release = next((t for t in self.data.tensorflow if wanted in (t.version, minor(t.version))), None)
-        if release is None:
-            known = ", ".join(t.version for t in self.data.tensorflow)
-            raise PlanConflict(f"tensorflow {wanted} is not in the compatibility tables: use one of {known}")
-        if python not in release.python:
-            raise PlanConflict(f"tensorflow {release.version} supports Python {_ver_list(release.python)}, "
-                               f"not {python}: use --python {release.python[-1]}")
+        release = self.framework_release("tensorflow", self.data.tensorflow,
+                                         self.request.tensorflow or self.data.tensorflow_default, python,
+                                         "--tensorflow")
         if rocm:
             raise PlanConflict("TensorFlow is not planned on AMD GPUs: use --framework pytorch or --framework jax")
         if nvidia and vtuple(nvidia.cuda_ceiling) < vtuple(release.cuda):
