@@ -22,7 +22,7 @@ from dlsetup.inventory import Inventory
 from dlsetup.model import HostProfile
 
 __all__ = ["HOST_BUNDLE_VAR", "PlanGroup", "ProbeFailure", "group_plans", "mitogen_strategy_plugins",
-           "probe_fleet", "render_groups", "retry_file", "retry_limit", "save_retry", "tuned_ansible_env"]
+           "probe_fleet", "raise_for_failures", "render_groups", "retry_file", "retry_limit", "save_retry", "tuned_ansible_env"]
 
 #: ansible-core releases (major, minor) mitogen's strategy plugins support: mitogen's own floor
 #: (``ansible_mitogen.loaders.ANSIBLE_VERSION_MIN``) to 2.20 (mitogen-hq/mitogen#1364, fixed by #1367).
@@ -103,58 +103,28 @@ class ProbeFailure:
 ProbeOutcome = Union[HostProfile, ProbeFailure]
 
 
-def _host_vars(inventory: Inventory) -> Mapping[str, Mapping[str, Any]]:
-    from dlsetup.runner import list_inventory
-
-    rc, data, _ = list_inventory(inventory.sources, inventory.limit)
-    hostvars = data.get("_meta", {}).get("hostvars", {}) if rc == 0 else {}
-    return hostvars if isinstance(hostvars, dict) else {}
-
-
-def _bundle_profile(host: str, bundle: Any) -> ProbeOutcome:
-    from dlsetup.probe import probe
-
-    try:
-        profile = probe(bundle=Path(str(bundle)))
-    except UsageError as err:
-        return ProbeFailure(host, "failed", f"{HOST_BUNDLE_VAR}: {err}")
-    return dataclasses.replace(profile, hostname=host)
-
-
 def probe_fleet(inventory: Inventory) -> Dict[str, ProbeOutcome]:
     """Probe every selected host of ``inventory`` in one parallel run: name -> profile or failure.
 
     Hosts with :data:`HOST_BUNDLE_VAR` are read from that bundle on the controller instead. A host that
-    fails or cannot be reached does not stop the others; every host of the inventory is in the result."""
-    from dlsetup.probe import enrich
-    from dlsetup.remote import PLAYBOOK, TASK, build_zipapp
-    from dlsetup.runner import RunOptions, cache_dir, run_playbooks
+    fails or cannot be reached does not stop the others; every host of the inventory is in the result
+    (see :func:`dlsetup.remote.probe_hosts`)."""
+    from dlsetup.remote import probe_hosts
 
-    hostvars = _host_vars(inventory)
-    outcomes: Dict[str, ProbeOutcome] = {
-        name: _bundle_profile(name, hostvars[name][HOST_BUNDLE_VAR])
-        for name in inventory.hosts if HOST_BUNDLE_VAR in hostvars.get(name, {})}
-    remote = [name for name in inventory.hosts if name not in outcomes]
-    if remote:
-        zipapp = build_zipapp(cache_dir())
-        options = RunOptions(limit=",".join(remote), forks=max(1, min(len(remote), MAX_FORKS)),
-                             extra_vars=(json.dumps({"dlsetup_probe_zipapp": str(zipapp)}),))
-        result = run_playbooks([PLAYBOOK], inventory.sources, hosts=remote, options=options, capture=[TASK])
-        if result.error:
-            raise UsageError(f"cannot probe the hosts: {result.error}")
-        for host in result.hosts:
-            if host.status in ("failed", "unreachable"):
-                why = host.failure.message if host.failure else f"the probe {host.status}"
-                outcomes[host.host] = ProbeFailure(host.host, host.status, why)
-                continue
-            try:
-                profile = HostProfile.from_dict(json.loads(str(host.captured[TASK]["stdout"]))["profile"])
-            except (ValueError, KeyError, TypeError) as err:
-                outcomes[host.host] = ProbeFailure(host.host, "failed", f"the remote probe printed no profile ({err})")
-                continue
-            outcomes[host.host] = enrich(dataclasses.replace(profile, source=f"remote:{host.host}"))
-    return {name: outcomes.get(name, ProbeFailure(name, "failed", "the probe did not run on this host"))
-            for name in inventory.hosts}
+    return {name: host if isinstance(host, ProbeFailure) else host.profile
+            for name, host in probe_hosts(inventory).items()}
+
+
+def raise_for_failures(outcomes: Mapping[str, ProbeOutcome]) -> None:
+    """After the output: exit 4 naming the unreachable hosts if any, else 3 naming the failed ones."""
+    from dlsetup.errors import EXIT_HOSTS_FAILED, EXIT_UNREACHABLE, DlsetupError
+
+    failures = [o for o in outcomes.values() if isinstance(o, ProbeFailure)]
+    for status, code in (("unreachable", EXIT_UNREACHABLE), ("failed", EXIT_HOSTS_FAILED)):
+        bad = [f for f in failures if f.status == status]
+        if bad:
+            raise DlsetupError(f"{len(bad)} host(s) {status} while probing: "
+                               + "; ".join(f"{f.host} ({f.message})" for f in bad), code)
 
 
 # -- plans ----------------------------------------------------------------------------------------

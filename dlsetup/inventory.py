@@ -26,7 +26,7 @@ class Inventory:
     """The hosts a run targets."""
 
     sources: Tuple[str, ...]  #: inventory sources for ``-i`` (empty: this machine only)
-    hosts: Tuple[str, ...]  #: the selected hosts, in the order ansible-inventory lists them
+    hosts: Tuple[str, ...]  #: the selected hosts, group by group in the source's own order, each once
     limit: Optional[str] = None  #: the ``--limit`` pattern that selected them
 
     @property
@@ -64,7 +64,8 @@ def load_inventory(source: Path, limit: Optional[str] = None) -> Inventory:
 
 
 def _hosts(data: Mapping[str, Any]) -> List[str]:
-    """Every host of an ``ansible-inventory --list`` document, in group order, each once."""
+    """Every host of an ``ansible-inventory --list`` document, each once: ansible-core lists the groups and
+    each group's hosts in the order the source gives them (it sorts nothing), so this keeps file order."""
     hosts: Dict[str, None] = {}
     for name, group in data.items():
         if name != "_meta" and isinstance(group, dict):

@@ -22,12 +22,16 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple, Union
 
 from dlsetup import __version__
-from dlsetup.errors import DlsetupError
+from dlsetup.errors import EXIT_HOSTS_FAILED, DlsetupError, UsageError
+from dlsetup.fleet import HOST_BUNDLE_VAR, ProbeFailure
 from dlsetup.inventory import Inventory
 from dlsetup.model import HostProfile
+
+if TYPE_CHECKING:
+    from dlsetup.runner import HostResult
 
 __all__ = ["RemoteHost", "build_zipapp", "probe_hosts"]
 
@@ -44,7 +48,7 @@ class RemoteHost:
 
     name: str  #: the inventory name
     profile: HostProfile
-    root: bool  #: the connection user is root (no privilege escalation needed)
+    root: Optional[bool]  #: the connection user is root (no escalation needed); None: not known (a bundle)
 
 
 def _sources() -> Iterator[Tuple[str, Path]]:
@@ -80,35 +84,54 @@ def build_zipapp(directory: Path) -> Path:
     return target
 
 
-def probe_hosts(inventory: Inventory) -> Dict[str, RemoteHost]:
-    """Probe every selected host of ``inventory``; name -> :class:`RemoteHost`.
+def probe_hosts(inventory: Inventory) -> Dict[str, Union[RemoteHost, ProbeFailure]]:
+    """Probe every selected host of ``inventory`` in one parallel run: name -> host or why it has none.
 
-    Raises :class:`~dlsetup.errors.DlsetupError` with exit code 4 when hosts are unreachable, 3 when
-    the probe failed on some, naming the first of them."""
-    from dlsetup.errors import EXIT_HOSTS_FAILED, EXIT_UNREACHABLE
+    Hosts with the variable :data:`~dlsetup.fleet.HOST_BUNDLE_VAR` are read from that saved bundle on
+    the controller instead (``root`` unknown). A host that fails or cannot be reached does not stop the
+    others; every selected host is in the result, in inventory order. Raises
+    :class:`~dlsetup.errors.DlsetupError` (exit 3) only when ansible-playbook itself cannot run."""
+    from dlsetup.runner import RunOptions, cache_dir, list_inventory, run_playbooks
+
+    rc, data, _ = list_inventory(inventory.sources, inventory.limit)
+    hostvars = data.get("_meta", {}).get("hostvars", {}) if rc == 0 else {}
+    outcomes: Dict[str, Union[RemoteHost, ProbeFailure]] = {
+        name: _bundle_host(name, hostvars[name][HOST_BUNDLE_VAR])
+        for name in inventory.hosts if HOST_BUNDLE_VAR in hostvars.get(name, {})}
+    remote = [name for name in inventory.hosts if name not in outcomes]
+    if remote:
+        zipapp = build_zipapp(cache_dir())
+        limit = inventory.limit if len(remote) == len(inventory.hosts) else ",".join(remote)
+        options = RunOptions(limit=limit, extra_vars=(json.dumps({"dlsetup_probe_zipapp": str(zipapp)}),))
+        result = run_playbooks([PLAYBOOK], inventory.sources, hosts=remote, options=options, capture=[TASK])
+        if result.error:
+            raise DlsetupError(f"cannot probe the hosts: {result.error}", EXIT_HOSTS_FAILED)
+        outcomes.update((host.host, _remote_host(host)) for host in result.hosts)
+    return {name: outcomes.get(name, ProbeFailure(name, "failed", "the probe did not run on this host"))
+            for name in inventory.hosts}
+
+
+def _bundle_host(name: str, bundle: Any) -> Union[RemoteHost, ProbeFailure]:
+    from dlsetup.probe import probe
+
+    try:
+        profile = probe(bundle=Path(str(bundle)))
+    except UsageError as err:
+        return ProbeFailure(name, "failed", f"{HOST_BUNDLE_VAR}: {err}")
+    return RemoteHost(name, dataclasses.replace(profile, hostname=name), root=None)
+
+
+def _remote_host(host: HostResult) -> Union[RemoteHost, ProbeFailure]:
+    """The profile the probe printed on ``host``, or why there is none."""
     from dlsetup.probe import enrich
-    from dlsetup.runner import RunOptions, cache_dir, run_playbooks
 
-    zipapp = build_zipapp(cache_dir())
-    options = RunOptions(limit=inventory.limit, extra_vars=(json.dumps({"dlsetup_probe_zipapp": str(zipapp)}),))
-    result = run_playbooks([PLAYBOOK], inventory.sources, hosts=inventory.hosts, options=options, capture=[TASK])
-    if result.error:
-        raise DlsetupError(f"cannot probe the hosts: {result.error}", EXIT_HOSTS_FAILED)
-    for status, code in (("unreachable", EXIT_UNREACHABLE), ("failed", EXIT_HOSTS_FAILED)):
-        bad = [h for h in result.hosts if h.status == status]
-        if bad:
-            failure = bad[0].failure
-            why = f": {failure.message}" if failure else ""
-            raise DlsetupError(f"{len(bad)} host(s) {status} while probing, first {bad[0].host}{why}", code)
-    hosts = {}
-    for host in result.hosts:
-        stdout = str(host.captured.get(TASK, {}).get("stdout", ""))
-        try:
-            data = json.loads(stdout)
-            profile = HostProfile.from_dict(data["profile"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise DlsetupError(f"{host.host}: the remote probe printed no profile ({err})",
-                               EXIT_HOSTS_FAILED) from None
-        profile = enrich(dataclasses.replace(profile, source=f"remote:{host.host}"))
-        hosts[host.host] = RemoteHost(host.host, profile, root=data.get("euid") == 0)
-    return hosts
+    if host.status in ("failed", "unreachable"):
+        why = host.failure.message if host.failure else f"the probe {host.status}"
+        return ProbeFailure(host.host, host.status, why)
+    try:
+        data = json.loads(str(host.captured[TASK]["stdout"]))
+        profile = HostProfile.from_dict(data["profile"])
+    except (ValueError, KeyError, TypeError) as err:
+        return ProbeFailure(host.host, "failed", f"the remote probe printed no profile ({err})")
+    profile = enrich(dataclasses.replace(profile, source=f"remote:{host.host}"))
+    return RemoteHost(host.host, profile, root=data.get("euid") == 0)

@@ -1,7 +1,8 @@
 """The only package that talks to Ansible: every playbook and inventory call goes through here.
 
-Runs go through ansible-runner with a throw-away private data dir, tuned settings (pipelining,
-forks, SSH ControlPersist, smart gathering with a JSON fact cache, host key checking on) and an event
+Runs go through ansible-runner with a throw-away private data dir, tuned settings (mitogen's strategy
+where it supports the installed ansible-core, pipelining, a fork per host, SSH ControlPersist, smart
+gathering of the ``min`` facts with a JSON fact cache, host key checking on) and an event
 handler that aggregates ansible-runner's structured events into typed results
 (:mod:`dlsetup.runner.results`) and, on a terminal, a live per-host progress table.
 """
@@ -41,10 +42,10 @@ class RunOptions:
     limit: Optional[str] = None
     extra_vars: Tuple[str, ...] = ()  #: ``KEY=VALUE``, JSON/YAML mappings or ``@file``, as for ``-e``
     become: Optional[bool] = None  #: True: ``--become`` for every host; None/False: as the inventory says
-    forks: int = 16
+    forks: Optional[int] = None  #: None: one per host (:func:`dlsetup.fleet.tuned_ansible_env`)
 
     def cmdline(self) -> List[str]:
-        args = ["--forks", str(self.forks)]
+        args = ["--forks", str(self.forks)] if self.forks else []
         args += ["--check"] if self.check else []
         args += ["--diff"] if self.diff else []
         args += ["--become"] if self.become else []
@@ -82,13 +83,15 @@ def cache_dir() -> Path:
     return Path(base) / "dlsetup"
 
 
-def _environment() -> Dict[str, str]:
-    """Tuned Ansible settings; the user's own ``ANSIBLE_*`` environment wins over each of them."""
+def _environment(hosts: Collection[str]) -> Dict[str, str]:
+    """Tuned Ansible settings for a run over ``hosts`` (:func:`dlsetup.fleet.tuned_ansible_env`, with
+    facts cached per host in JSON under :func:`cache_dir`, in memory only when a host name is a path,
+    a chroot, which the JSON cache cannot name a file after); the user's own ``ANSIBLE_*`` environment
+    wins over each of them."""
+    from dlsetup.fleet import tuned_ansible_env
+
     tuned = {
-        "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=120s",
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_GATHERING": "smart",
+        **tuned_ansible_env(len(hosts), cache_dir() / "facts"),
         "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(FACT_CACHE_SECONDS),
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -96,6 +99,9 @@ def _environment() -> Dict[str, str]:
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_ROLES_PATH": str(ansible_dir() / "roles"),
     }
+    if any("/" in host for host in hosts):
+        tuned["ANSIBLE_CACHE_PLUGIN"] = "ansible.builtin.memory"
+        del tuned["ANSIBLE_CACHE_PLUGIN_CONNECTION"]
     env = {key: value for key, value in tuned.items() if key not in os.environ}
     # ansible-playbook and ansible-inventory sit next to the interpreter that runs dlsetup
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
@@ -110,13 +116,6 @@ def _write_inventory(directory: Path, host_vars: Mapping[str, Mapping[str, Any]]
     return path
 
 
-def _fact_cache(hosts: Collection[str]) -> Dict[str, str]:
-    """ansible-runner's fact cache settings: a persistent JSON file per host where host names allow it."""
-    if any("/" in host for host in hosts):
-        return {"fact_cache_type": "memory"}
-    return {"fact_cache_type": "jsonfile", "fact_cache": str(cache_dir() / "facts")}
-
-
 def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
                   host_vars: Optional[Mapping[str, Mapping[str, Any]]] = None,
                   hosts: Collection[str] = (), options: RunOptions = RunOptions(), capture: Collection[str] = (),
@@ -125,9 +124,8 @@ def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
 
     ``host_vars`` become inventory host variables of a source added last (so they override the
     inventory's own host and group variables in files, while its ``host_vars/`` folders and ``-e``
-    still override them). ``hosts`` are the hosts the run targets: facts are cached in a JSON file per
-    host, in memory only when a host name is a path (a chroot), which the JSON cache cannot name a file
-    after. Results of the tasks named in ``capture`` are kept per host; the task named
+    still override them). ``hosts`` are the hosts the run targets (default: those of ``host_vars``); the
+    settings are tuned for them (see :func:`_environment`). Results of the tasks named in ``capture`` are kept per host; the task named
     ``reboot_task`` (a ``stat`` of the reboot marker) gives ``reboot_required``. Live progress is
     shown on ``console`` when it is a terminal. Host failures are in the result, never raised."""
     import ansible_runner
@@ -145,9 +143,10 @@ def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
         if host_vars:
             sources.append(str(_write_inventory(private, host_vars)))
         kwargs: Dict[str, Any] = dict(
-            private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(),
+            private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(hosts or list(host_vars or {})),
             cmdline=shlex.join(options.cmdline()), event_handler=tally.handle, quiet=True,
-            **_fact_cache(hosts),
+            # anything but "jsonfile" leaves the fact cache to the environment's settings
+            fact_cache_type="environment",
         )
         if console.is_terminal:
             from dlsetup.runner.progress import Progress
@@ -168,7 +167,7 @@ def list_inventory(sources: Sequence[str], limit: Optional[str] = None) -> Tuple
         args += ["--inventory", source]
     args += ["--limit", limit] if limit else []
     out, err, rc = ansible_runner.run_command(executable_cmd="ansible-inventory", cmdline_args=args,
-                                              envvars=_environment(), runner_mode="subprocess", quiet=True)
+                                              envvars=_environment(()), runner_mode="subprocess", quiet=True)
     try:
         data = json.loads(out) if rc == 0 else {}
     except ValueError:

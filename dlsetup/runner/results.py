@@ -18,10 +18,12 @@ _STATS = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unrea
 #: ansible-playbook's exit statuses that mean "ran; hosts failed or were unreachable" (0 ok, 2, 4)
 PLAYBOOK_HOST_STATUSES = (0, 2, 4)
 
-#: what Ansible and sudo/su say when privilege escalation, or an unprivileged task, fails
+#: what Ansible, mitogen and sudo/su say when privilege escalation, or an unprivileged task, fails
+#: (mitogen names its become prompt in the command of an escalation it could not start)
 _PRIVILEGES = re.compile(
     r"missing sudo password|incorrect sudo password|a password is required|not in the sudoers|"
-    r"privilege escalation|waiting for become|sudo: (?:command )?not found|are you root|permission denied",
+    r"privilege escalation|waiting for become|sudo: (?:command )?not found|are you root|permission denied|"
+    r"child start failed:.*-p mitogen-\w+-prompt",
     re.IGNORECASE,
 )
 
