@@ -7,8 +7,10 @@ driver knows, most trusted first: NVML, ``nvidia-smi -q -x``; the AMD KFD topolo
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
+import shutil
 from typing import Dict, List, Optional, Tuple
 
 from dlsetup.model import GPU, AmdState, GPULink, NvidiaState
@@ -196,17 +198,11 @@ def _library_from_soname(host: Host) -> Optional[str]:
 
 
 def _nvcc_version(host: Host) -> Optional[str]:
-    if host.is_live and not (host.exists("/usr/local/cuda/bin/nvcc") or _on_path("nvcc")):
+    if host.is_live and not (host.exists("/usr/local/cuda/bin/nvcc") or shutil.which("nvcc")):
         return None
     text = host.run("nvcc-version", COMMANDS["nvcc-version"]) or ""
     match = re.search(r"release \S+, V(\d+\.\d+(?:\.\d+)?)", text)
     return match.group(1) if match else None
-
-
-def _on_path(exe: str) -> bool:
-    import shutil
-
-    return shutil.which(exe) is not None
 
 
 def amd_layers(host: Host, pci_gpus: List[dict]) -> List[dict]:
@@ -290,8 +286,6 @@ def read_gpus(host: Host, enrich: bool = True) -> Tuple[Tuple[GPU, ...], Tuple[G
 
 def enrich_gpus(gpus: Tuple[GPU, ...], host: Optional[Host] = None) -> Tuple[GPU, ...]:
     """Fill what the GPU table (or pci.ids on ``host``) knows into GPUs read without it."""
-    import dataclasses
-
     pci_ids = PciIds(host) if host is not None else None
     out = []
     for gpu in gpus:
@@ -311,8 +305,6 @@ def _match_by_device(layer: dict, by_bus: Dict[str, List[dict]]) -> Optional[str
 
 def _number(gpus: List[GPU]) -> List[GPU]:
     """Give each GPU its per-vendor index (the driver's when known, else PCI order)."""
-    import dataclasses
-
     out, counters = [], {}
     for gpu in gpus:
         idx = counters.get(gpu.vendor, 0)
