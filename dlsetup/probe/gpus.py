@@ -48,10 +48,16 @@ def scan_pci(host: Host) -> List[dict]:
     for addr in host.listdir(PCI_DEVICES):
         base = posixpath.join(PCI_DEVICES, addr)
         pci_class = int_or_none(host.read(base + "/class"), 16)
-        if pci_class is None or pci_class >> 16 != 0x03:
-            continue
-        vendor_id = _hex4(host.read(base + "/vendor"))
-        if vendor_id not in GPU_VENDORS:
+        if pci_class is not None and pci_class >> 16 != 0x03:
+            continue  # not a display controller
+        vendor_id, device_id = _hex4(host.read(base + "/vendor")), _hex4(host.read(base + "/device"))
+        if pci_class is None or vendor_id is None:  # uevent carries the same ids when a file is missing
+            uevent = dict(line.partition("=")[::2] for line in (host.read(base + "/uevent") or "").split())
+            pci_class = pci_class if pci_class is not None else int_or_none(uevent.get("PCI_CLASS"), 16)
+            ids = uevent.get("PCI_ID", "").split(":")
+            if vendor_id is None and len(ids) == 2:
+                vendor_id, device_id = _hex4(ids[0]), _hex4(ids[1])
+        if pci_class is None or pci_class >> 16 != 0x03 or vendor_id not in GPU_VENDORS:
             continue
         driver = host.readlink(base + "/driver")
         numa = int_or_none(host.read(base + "/numa_node"))
@@ -60,7 +66,7 @@ def scan_pci(host: Host) -> List[dict]:
             "vendor": GPU_VENDORS[vendor_id],
             "pci_bus_id": addr.lower(),
             "pci_vendor_id": vendor_id,
-            "pci_device_id": _hex4(host.read(base + "/device")),
+            "pci_device_id": device_id,
             "pci_subsystem_id": f"{sub_vendor}:{sub_device}" if sub_vendor and sub_device else None,
             "pci_class": f"{pci_class >> 8:04x}",
             "kernel_driver": posixpath.basename(driver) if driver else None,
