@@ -30,6 +30,7 @@ refusals: {description: "One line per member that holds something: 'disk: reason
 array: {description: "state (absent, active, inactive), uuid and device of the array built earlier.", type: dict, returned: always}
 """
 
+ABSENT = {"state": "absent", "uuid": None, "device": None, "stale": []}
 _SIGNATURES = {
     "LVM2_member": "is an LVM physical volume",
     "swap": "is swap space",
@@ -137,7 +138,7 @@ def _array(disks: Disks, name: str, members: list[tuple[str, str]]) -> dict:
     uuids = {p.get("UUID") for p in probes}
     ours = all(p.get("TYPE") == "linux_raid_member" and p.get("LABEL", "").split(":")[-1] == name for p in probes)
     if not ours or len(uuids) != 1 or any(len(disks.signatures(device)) != 1 for _, device in members):
-        return {"state": "absent"}
+        return ABSENT
     holders = {h for kernel, _ in members for h in _holders(kernel)}
     active = [h for h in holders if h.startswith("md") and _read(f"/sys/block/{h}/md/array_state").strip()
               not in ("", "inactive", "clear")]
@@ -178,7 +179,7 @@ def main() -> None:
     name = module.params["name"]
     missing = [m for m in module.params["members"] if not os.path.exists(m)]
     if missing:
-        module.exit_json(changed=False, array={"state": "absent"}, refusals=[f"{m}: does not exist" for m in missing],
+        module.exit_json(changed=False, array=ABSENT, refusals=[f"{m}: does not exist" for m in missing],
                          disks=[{"disk": m, "device": None, "reasons": ["does not exist"]} for m in missing])
     members = [(os.path.basename(os.path.realpath(m)), os.path.realpath(m)) for m in module.params["members"]]
     array = _array(disks, name, members)
