@@ -63,7 +63,9 @@ def converge(inventory: Path, settings: Mapping[str, str]) -> Dict[str, float]:
     machine, controller = machine_cpu_seconds() - machine, children_cpu_seconds() - controller
     recap = _RECAP.findall(run.stdout)
     if run.returncode != 0 or not recap or any(int(r[3]) or int(r[4]) for r in recap):
-        raise SystemExit(f"converge failed (rc {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-2000:]}")
+        reasons = "\n".join(line for line in run.stdout.splitlines() if "UNREACHABLE" in line or "FAILED" in line)
+        raise SystemExit(f"converge failed (rc {run.returncode}):\n{reasons[-3000:]}\n{run.stdout[-2000:]}\n"
+                         f"{run.stderr[-2000:]}")
     ran = sum(int(r[1]) + int(r[4]) for r in recap)  # ok (changed included) + failed: tasks run on a host
     tasks = ran + sum(int(r[5]) + int(r[6]) + int(r[7]) for r in recap)  # + skipped, rescued, ignored
     return {"wall_s": wall, "machine_cpu_s": machine, "controller_cpu_s": controller, "host_tasks": tasks,

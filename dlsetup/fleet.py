@@ -34,6 +34,9 @@ HOST_BUNDLE_VAR = "dlsetup_probe_bundle"
 MAX_FORKS = 64
 #: the fact subsets the roles read: distribution, kernel and architecture are all in ``min``
 GATHER_SUBSET = "min"
+#: seconds to set up a connection: with mitogen that includes starting its interpreter on the host,
+#: which Ansible's default of 10 s does not leave when many hosts start at once on a loaded controller
+CONNECT_TIMEOUT = 30
 
 
 def _release(package: str) -> Optional[Tuple[int, int]]:
@@ -72,6 +75,7 @@ def tuned_ansible_env(hosts: int, cache: Path, mitogen: bool = True) -> Dict[str
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s -o ServerAliveInterval=15",
         "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_TIMEOUT": str(CONNECT_TIMEOUT),
         "ANSIBLE_GATHERING": "smart",
         "ANSIBLE_GATHER_SUBSET": GATHER_SUBSET,
         "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.jsonfile",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from conftest import H100_BUNDLE
 from rich.console import Console
 
 from dlsetup import fleet
-from dlsetup.errors import UsageError
+from dlsetup.errors import EXIT_HOSTS_FAILED, EXIT_USAGE, UsageError
 from dlsetup.inventory import load_inventory
 from dlsetup.plan import load_request, make_plan
 from dlsetup.probe import probe
@@ -118,3 +121,52 @@ def test_probe_fleet_reads_bundle_hosts_and_names_bad_ones(bundles: dict[str, Pa
     assert amd1.gpus[0].vendor == "amd" and amd1.gpus[0].name == "AMD Instinct MI210"
     assert gone == fleet.ProbeFailure("gone", "failed", f"{fleet.HOST_BUNDLE_VAR}: bundle directory not found: "
                                                         f"{tmp_path / 'absent'}")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dlsetup", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def bundle_inventory(bundles: dict[str, Path], tmp_path: Path) -> Path:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {
+        "gpu1": {fleet.HOST_BUNDLE_VAR: str(bundles["h100"])},
+        "amd1": {fleet.HOST_BUNDLE_VAR: str(bundles["mi210"])},
+        "gone": {fleet.HOST_BUNDLE_VAR: str(tmp_path / "absent")}}}}, sort_keys=False))
+    return inventory
+
+
+def test_probe_inventory_json_has_every_host(bundle_inventory: Path, tmp_path: Path) -> None:
+    run = cli("probe", "-i", str(bundle_inventory), "--json")
+    assert run.returncode == EXIT_HOSTS_FAILED, run.stderr
+    doc = json.loads(run.stdout)
+    assert list(doc) == ["gpu1", "amd1", "gone"]  # the inventory's order
+    assert doc["gpu1"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert doc["amd1"]["gpus"][0]["name"] == "AMD Instinct MI210"
+    assert doc["gone"] == {"host": "gone", "status": "failed",
+                           "message": f"{fleet.HOST_BUNDLE_VAR}: bundle directory not found: {tmp_path / 'absent'}"}
+    assert run.stderr.startswith("dlsetup: error: 1 host(s) failed while probing: gone (")
+    limited = cli("probe", "-i", str(bundle_inventory), "--limit", "gpu1")
+    assert limited.returncode == 0 and "NVIDIA H100 80GB HBM3" in limited.stdout and "amd1" not in limited.stdout
+
+
+def test_check_inventory_judges_each_host(bundle_inventory: Path) -> None:
+    run = cli("check", "-i", str(bundle_inventory), "--limit", "gpu1,amd1", "--json")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert sorted(doc) == ["amd1", "gpu1"]
+    assert doc["gpu1"]["host"] == "gpu1" and doc["gpu1"]["summary"]["fail"] == 0
+    findings = {f["id"]: f for f in doc["gpu1"]["findings"]}
+    assert (findings["driver.loaded"]["severity"], findings["storage.fast"]["severity"]) == ("pass", "warn")
+    text = cli("check", "-i", str(bundle_inventory))
+    assert text.returncode == EXIT_HOSTS_FAILED
+    assert "check: gpu1" in text.stdout and "check: amd1" in text.stdout and "gone: failed" in text.stdout
+
+
+@pytest.mark.parametrize("args", [["probe", "--limit", "x"], ["check", "--limit", "x"],
+                                  ["probe", "-i", "hosts.yml", "--from-bundle", "b"]])
+def test_inventory_options_misused(args: list[str]) -> None:
+    run = cli(*args)
+    assert run.returncode == EXIT_USAGE and "Traceback" not in run.stderr
+    assert run.stderr.startswith("dlsetup: error: ")

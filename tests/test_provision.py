@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -12,8 +13,9 @@ from typing import List
 
 import pytest
 
-from dlsetup.errors import EXIT_PRIVILEGES, EXIT_UNREACHABLE, EXIT_USAGE, DlsetupError
-from dlsetup.commands.provision import _host_vars
+from dlsetup.errors import EXIT_HOSTS_FAILED, EXIT_PRIVILEGES, EXIT_UNREACHABLE, EXIT_USAGE, DlsetupError
+from dlsetup.commands.provision import PROBE_TASK, _host_vars, _raise_for
+from dlsetup.runner import HostResult, RunResult, TaskFailure
 from dlsetup.plan import Plan
 from lab import rootfs
 from lab.fixtures import lab_root, lab_wheels  # noqa: F401 - pytest fixtures
@@ -21,9 +23,10 @@ from lab.fixtures import lab_root, lab_wheels  # noqa: F401 - pytest fixtures
 REPO = Path(__file__).resolve().parents[1]
 
 
-def dlsetup(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+def dlsetup(*args: str, stdin: str = "", cache: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)} if cache else None
     return subprocess.run([sys.executable, "-m", "dlsetup", "provision", *args], cwd=REPO, input=stdin,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env=env)
 
 
 def one_line_error(run: subprocess.CompletedProcess) -> str:
@@ -49,15 +52,31 @@ def test_unknown_limit(tmp_path: Path) -> None:
     assert "--limit 'node9' matches no host" in one_line_error(run)
 
 
-def test_unreachable_host(tmp_path: Path) -> None:
+def test_unreachable_host_is_reported_and_retried(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(f"all:\n  hosts:\n    gone: {{ansible_host: 127.0.0.1, ansible_port: {port}}}\n")
-    run = dlsetup("-i", str(inventory), "--yes")
+    cache = tmp_path / "cache"
+    run = dlsetup("-i", str(inventory), "--retry-failed", "--yes", cache=cache)
+    assert run.returncode == EXIT_USAGE
+    assert "--retry-failed: no host failed in the last run" in one_line_error(run)
+
+    run = dlsetup("-i", str(inventory), "--yes", "--json", cache=cache)
     assert run.returncode == EXIT_UNREACHABLE
-    assert "unreachable while probing, first gone: " in one_line_error(run)
+    assert one_line_error(run) == "dlsetup: error: 1 host(s) unreachable: gone"
+    [gone] = summaries(run)
+    assert (gone["host"], gone["status"], gone["unreachable"], gone["roles"]) == ("gone", "unreachable", 1, [])
+    assert gone["failure"]["task"] == PROBE_TASK
+    assert f"127.0.0.1 port {port}: Connection refused" in gone["failure"]["message"]
+    [retry] = (cache / "dlsetup" / "retry").iterdir()
+    assert retry.read_text() == "gone\n"
+
+    again = dlsetup("-i", str(inventory), "--retry-failed", "--yes", "--json", cache=cache)
+    assert again.returncode == EXIT_UNREACHABLE and [h["host"] for h in summaries(again)] == ["gone"]
+    run = dlsetup("-i", str(inventory), "--retry-failed", "--limit", "gone", cache=cache)
+    assert run.returncode == EXIT_USAGE and "takes no --limit" in one_line_error(run)
 
 
 def test_bad_extra_vars_and_no_confirmation() -> None:
@@ -75,6 +94,24 @@ def test_not_root_without_become_is_refused() -> None:
     assert _host_vars({"node1": plan}, {"node1": False}, {}, become=None)["node1"] == {
         "dlsetup_roles": ["common"], "ansible_become": True}
     assert "ansible_become" not in _host_vars({"node1": plan}, {"node1": True}, {}, become=None)["node1"]
+    # a host planned from a saved bundle: whether its user is root is not known, the inventory decides
+    assert "ansible_become" not in _host_vars({"node1": plan}, {"node1": None}, {}, become=None)["node1"]
+
+
+def test_exit_status_names_every_failed_and_unreachable_host() -> None:
+    ok = HostResult("a", ok=3)
+    failed = HostResult("b", ok=1, failed=1, failure=TaskFailure("Install the base packages", "No package x"))
+    gone = HostResult("c", unreachable=1, failure=TaskFailure(PROBE_TASK, "Connection refused", unreachable=True))
+    with pytest.raises(DlsetupError) as err:
+        _raise_for(RunResult((ok, failed, gone), 4))
+    assert err.value.exit_code == EXIT_UNREACHABLE
+    assert str(err.value) == ("1 host(s) unreachable: c; "
+                              "1 host(s) failed: b (Install the base packages: No package x)")
+    with pytest.raises(DlsetupError) as err:
+        _raise_for(RunResult((ok, failed), 2))
+    assert err.value.exit_code == EXIT_HOSTS_FAILED
+    assert str(err.value) == "1 host(s) failed: b (Install the base packages: No package x)"
+    _raise_for(RunResult((ok,), 0))
 
 
 # -- the lab: a fresh Debian 12 chroot ----------------------------------------------------------

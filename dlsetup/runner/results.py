@@ -125,7 +125,10 @@ def failure_message(res: Mapping[str, Any]) -> str:
     detail = stderr.splitlines()[-1].strip() if stderr else crash.splitlines()[0].strip() if crash else ""
     if detail and detail not in msg:
         msg = f"{msg}: {detail}" if msg else detail
-    first = msg.splitlines()[0] if msg else "failed without a message"
+    lines = [line.strip() for line in msg.splitlines() if line.strip()]
+    first = lines[0] if lines else "failed without a message"
+    if first.endswith(":") and len(lines) > 1:  # mitogen: "EOF on stream; last 100 lines received:" + them
+        first = f"{first} {lines[-1]}"
     return first[:500]
 
 
