@@ -1,10 +1,13 @@
-"""The fleet tier: 8 namespace hosts over real SSH (tests/lab/fleet.py), one unreachable, one whose run fails."""
+"""The fleet tier: 8 namespace hosts over real SSH (tests/lab/fleet.py), one unreachable, one whose run fails,
+provisioned through the command line."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,20 +16,18 @@ from conftest import H100_BUNDLE
 from test_fleet import derived_bundle
 
 from dlsetup import fleet
-from dlsetup.commands.provision import REBOOT_TASK, _raise_for
-from dlsetup.errors import EXIT_UNREACHABLE, DlsetupError
+from dlsetup.commands.provision import PROBE_TASK
+from dlsetup.errors import EXIT_UNREACHABLE
 from dlsetup.inventory import load_inventory
 from dlsetup.plan import load_request, make_plan
-from dlsetup.runner import RunOptions, ansible_dir, run_playbooks
 from lab.fleet import Fleet
 
 pytestmark = pytest.mark.fleet
 
 UNREACHABLE, FAILING = "h8", "h7"
-MISSING_PACKAGE = "dlsetup-no-such-package"
-PLAYBOOKS = [ansible_dir() / "playbooks" / name for name in ("site.yml", "reboot_status.yml")]
-#: the CPU role set, as dlsetup plan gives a host without a GPU
-CPU_ROLES = json.dumps({"dlsetup_roles": ["common", "frameworks"]})
+#: an apt configuration that does not parse: every apt task on the failing host fails, nothing else does
+BROKEN_APT = "/etc/apt/apt.conf.d/99dlsetup-broken"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,42 +35,45 @@ def lab_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     missing = [tool for tool in ("ip", "unshare", "ssh", "ssh-keygen", "debootstrap") if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
         pytest.fail(f"the fleet tier needs root and {', '.join(missing) or 'its tools'} (TESTLAB.md section 3)")
-    with Fleet(tmp_path_factory.mktemp("fleet"), 8, unreachable=(8,)) as started:
+    with Fleet(tmp_path_factory.mktemp("fleet"), 8, unreachable=(8,),
+               files={FAILING: {BROKEN_APT: 'APT::Install-Recommends "false\n'}}) as started:
         yield started
 
 
+def provision(inventory: Path, cache: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """``dlsetup provision -i INVENTORY --yes --json``; the hosts have no network: no pip packages."""
+    run = subprocess.run([sys.executable, "-m", "dlsetup", "provision", "-i", str(inventory), "--yes", "--json",
+                          "-e", json.dumps({"frameworks_packages": []}), *args], cwd=REPO, capture_output=True,
+                         text=True, timeout=900, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    assert "Traceback" not in run.stderr, run.stderr
+    return run, [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+
+
 def test_fleet_converges_past_a_failed_and_an_unreachable_host(lab_fleet: Fleet, tmp_path: Path) -> None:
-    inventory = lab_fleet.inventory(tmp_path / "hosts.yml",
-                                    {FAILING: {"common_extra_packages": [MISSING_PACKAGE]}})
+    inventory = lab_fleet.inventory(tmp_path / "hosts.yml")
     names = [h.name for h in lab_fleet.hosts]
-    options = RunOptions(extra_vars=(CPU_ROLES,), forks=len(names))
-    result = run_playbooks(PLAYBOOKS, [str(inventory)], hosts=names, options=options, reboot_task=REBOOT_TASK)
+    run, summaries = provision(inventory, tmp_path)
 
-    assert result.error is None
-    by_host = {h.host: h for h in result.hosts}
-    assert sorted(by_host) == sorted(names)
-    converged = [n for n in names if n not in (FAILING, UNREACHABLE)]
-    for name in converged:
-        assert by_host[name].status in ("ok", "changed") and by_host[name].failed == 0
-        assert by_host[name].reboot_required is False
+    assert run.returncode == EXIT_UNREACHABLE, run.stderr[-3000:]
+    by_host = {h["host"]: h for h in summaries}
+    assert list(by_host) == names
+    for name in names[:6]:
+        host = by_host[name]
+        assert host["status"] in ("ok", "changed") and host["failed"] == 0, host
+        assert host["reboot_required"] is False and host["roles"] == ["common", "frameworks"]
     failed, gone = by_host[FAILING], by_host[UNREACHABLE]
-    assert failed.status == "failed" and failed.failure is not None
-    assert failed.failure.task == "Install the base packages"
-    assert MISSING_PACKAGE in failed.failure.message
-    assert gone.status == "unreachable" and gone.failure is not None and gone.failure.unreachable
-    assert "Connection refused" in gone.failure.message
-    assert f"{lab_fleet.hosts[-1].address} port 22" in gone.failure.message
-    with pytest.raises(DlsetupError) as raised:
-        _raise_for(result)
-    assert raised.value.exit_code == EXIT_UNREACHABLE
+    assert failed["status"] == "failed" and failed["failure"]["task"] == "Install the base packages"
+    assert f"Syntax error {BROKEN_APT}:2" in failed["failure"]["message"]
+    assert gone["status"] == "unreachable" and gone["failure"]["task"] == PROBE_TASK
+    assert f"{lab_fleet.hosts[-1].address} port 22: Connection refused" in gone["failure"]["message"]
+    error = run.stderr.splitlines()[-1]
+    assert error.startswith(f"dlsetup: error: 1 host(s) unreachable: {UNREACHABLE}; "
+                            f"1 host(s) failed: {FAILING} (Install the base packages: ")
 
-    retry = fleet.retry_file([str(inventory)], tmp_path)
-    assert sorted(fleet.save_retry(retry, result.hosts)) == [FAILING, UNREACHABLE]
-    again = run_playbooks(PLAYBOOKS, [str(inventory)], hosts=names,
-                          options=RunOptions(extra_vars=(CPU_ROLES,), limit=fleet.retry_limit(retry)),
-                          reboot_task=REBOOT_TASK)
-    assert sorted(h.host for h in again.hosts) == [FAILING, UNREACHABLE]
-    assert again.host(FAILING).status == "failed" and again.host(UNREACHABLE).status == "unreachable"
+    again, summaries = provision(inventory, tmp_path, "--retry-failed")
+    assert again.returncode == EXIT_UNREACHABLE
+    assert [h["host"] for h in summaries] == [FAILING, UNREACHABLE]
+    assert [h["status"] for h in summaries] == ["failed", "unreachable"]
 
 
 def test_heterogeneous_fleet_gets_plans_per_hardware_grouped(lab_fleet: Fleet, tmp_path: Path) -> None:

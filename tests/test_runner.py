@@ -11,7 +11,7 @@ import ansible_runner
 import pytest
 import yaml
 
-from dlsetup.runner import RunOptions, check_extra_vars, run_playbooks
+from dlsetup.runner import RunOptions, _environment, check_extra_vars, run_playbooks
 from dlsetup.runner.results import Tally
 from dlsetup.errors import UsageError
 
@@ -141,3 +141,17 @@ def test_good_extra_vars(tmp_path: Path) -> None:
     values = ["a=1", '{"b": 2}', f"@{tmp_path / 'vars.yml'}"]
     assert check_extra_vars(values) == tuple(values)
     assert RunOptions(extra_vars=("a=1",), tags=("x", "y")).cmdline()[-4:] == ["--tags", "x,y", "--extra-vars", "a=1"]
+
+
+def test_environment_is_tuned_for_the_hosts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ANSIBLE_FORKS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env = _environment(["h1", "h2", "h3"])
+    assert env["ANSIBLE_FORKS"] == "3" and env["ANSIBLE_PIPELINING"] == "True"
+    assert "-C" not in env["ANSIBLE_SSH_ARGS"].split() and "ControlPersist=120s" in env["ANSIBLE_SSH_ARGS"]
+    assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path / "dlsetup" / "facts")
+    chroot = _environment(["/srv/root1"])  # the JSON cache cannot name a file after a path
+    assert chroot["ANSIBLE_CACHE_PLUGIN"] == "ansible.builtin.memory" and "ANSIBLE_CACHE_PLUGIN_CONNECTION" not in chroot
+    monkeypatch.setenv("ANSIBLE_FORKS", "2")  # the user's own setting wins
+    assert "ANSIBLE_FORKS" not in _environment(["h1", "h2", "h3"])
+    assert RunOptions().cmdline() == [] and RunOptions(forks=4).cmdline() == ["--forks", "4"]

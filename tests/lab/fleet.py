@@ -95,8 +95,10 @@ class FleetHost:
 class Fleet:
     """``count`` namespace hosts; use as a context manager (or :func:`fleet`)."""
 
-    def __init__(self, workdir: Path, count: int, unreachable: Collection[int] = ()):
+    def __init__(self, workdir: Path, count: int, unreachable: Collection[int] = (),
+                 files: Mapping[str, Mapping[str, str]] | None = None):
         self.workdir = workdir
+        self.files = files or {}  #: host name -> {path in its root: content}, written before it starts
         self.tag = f"dls{os.getpid() % 100000}"
         self.bridge = f"{self.tag}br"
         self.network = _free_network()
@@ -179,6 +181,10 @@ class Fleet:
         stamp = host.upper / APT_STAMP
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.touch()
+        for name, content in self.files.get(host.name, {}).items():
+            path = host.upper / name.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
         key = host.upper / "etc/ssh/ssh_host_ed25519_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(key)], check=True)
         return " ".join(key.with_suffix(".pub").read_text().split()[:2])
@@ -217,9 +223,10 @@ class Fleet:
 
 
 @contextmanager
-def fleet(workdir: Path, count: int, unreachable: Collection[int] = ()) -> Iterator[Fleet]:
+def fleet(workdir: Path, count: int, unreachable: Collection[int] = (),
+          files: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Fleet]:
     """``count`` running namespace hosts, torn down on exit."""
-    with Fleet(workdir, count, unreachable) as started:
+    with Fleet(workdir, count, unreachable, files) as started:
         yield started
 
 
