@@ -218,7 +218,7 @@ def _reasons(dev: BlockDevice, profile: HostProfile, children: Mapping[str, List
     if parts:
         reasons.append(f"has partitions {', '.join(parts)}")
     if dev.fstype:
-        reasons.append(_SIGNATURES.get(dev.fstype, f"holds a {dev.fstype} filesystem"))
+        reasons.append(_SIGNATURES.get(dev.fstype, f"holds a filesystem ({dev.fstype})"))
     arrays = {dev.md_member_of} | {a.name for a in profile.storage.arrays for m in a.members if m.device == dev.name}
     arrays |= {d.md_member_of for d in below} | {d.name for d in below if (d.type or "").startswith("raid")}
     for md in sorted(a for a in arrays if a):

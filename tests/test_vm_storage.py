@@ -26,7 +26,7 @@ from lab import vm as vm_lab
 pytestmark = pytest.mark.vm
 
 PLAYBOOKS = ansible_dir() / "playbooks"
-MARKER_TASK = "dlsetup reboot required marker"
+MARKER_TASK = "Read the dlsetup reboot-required marker"
 #: Shell that frees the data disks: unmount, swapoff, deactivate LVM, stop md, wipe, forget fstab/mdadm.conf.
 RESET = r"""
 set -u
@@ -94,12 +94,13 @@ def test_raid10_converges_then_reboots_only_when_asked(vm: vm_lab.VM, inventory:
     assert f"UUID={uuid} /data ext4 defaults,noatime,nofail 0 0" in vm.ssh("cat /etc/fstab").stdout
     assert "ARRAY /dev/md/data metadata=1.2 UUID=" in vm.ssh("cat /etc/mdadm/mdadm.conf").stdout
 
-    second = _only(_run(vm, inventory, _layout(vm), *every))
+    second_run = _run(vm, inventory, _layout(vm), *every)
+    second = _only(second_run)
     assert (second.status, second.changed, second.reboot_required) == ("ok", 0, True), second
     console = Console(record=True, width=120)
-    console.print(summary(_run(vm, inventory, _layout(vm), "reboot_status.yml")))
+    console.print(summary(second_run))
     (row,) = [line for line in console.export_text().splitlines() if _host(vm) in line]
-    assert row.split()[-1] == "yes"
+    assert row.split()[-1] == "yes"  # the summary's reboot column, without --reboot
 
     vm.ssh("head -c 24M /dev/urandom > /data/weights.bin && seq 100000 > /data/ids.txt && sync")
     before = _sha(vm, "/data/weights.bin /data/ids.txt")
@@ -116,7 +117,7 @@ def test_raid10_converges_then_reboots_only_when_asked(vm: vm_lab.VM, inventory:
 #: Every plant ends with the file's filesystem mounted at $M; "ext4" then unmounts it again.
 PLANTS = {
     "ext4": ("mkfs.ext4 -q $D && mount $D $M && head -c 1M /dev/urandom > $M/f",
-             ["holds an ext4 filesystem"]),
+             ["holds a filesystem (ext4)"]),
     "lvm-pv": ("pvcreate -qq $D && vgcreate -qq plant $D && lvcreate -qq -y -L 32M -n lv plant && "
                "mkfs.ext4 -q /dev/plant/lv && mount /dev/plant/lv $M && head -c 1M /dev/urandom > $M/f",
                ["is an LVM physical volume", "is in use by dm-0", "is mounted at $M (dm-0)"]),
@@ -127,7 +128,7 @@ PLANTS = {
                         "mkfs.ext4 -q ${D}1 && mount ${D}1 $M && head -c 1M /dev/urandom > $M/f",
                         ["has a gpt partition table", "has partitions $N1", "is mounted at $M ($N1)"]),
     "mounted-fs": ("mkfs.ext4 -q $D && mount $D $M && head -c 1M /dev/urandom > $M/f",
-                   ["holds an ext4 filesystem", "is mounted at $M ($N)"]),
+                   ["holds a filesystem (ext4)", "is mounted at $M ($N)"]),
     "swap": ("mkswap $D >/dev/null && swapon $D && mount -t tmpfs plant $M && dd if=$D bs=4096 count=1 status=none of=$M/f",
              ["is swap space", "is in use as swap"]),
 }
@@ -153,29 +154,29 @@ def _checksum_after(vm: vm_lab.VM, disk: str, mountpoint: str) -> str:
                   f"sha256sum {mountpoint}/f").stdout
 
 
-@pytest.mark.parametrize("plant", list(PLANTS))
-def test_safe_mode_refuses_a_disk_holding_data(vm: vm_lab.VM, inventory: Path, plant: str) -> None:
-    vm.ssh(RESET)
-    disk, mountpoint = vm.by_id[1], "/mnt/plant"
-    reasons, checksum = _plant(vm, disk, plant, mountpoint)
-    host = _only(_run(vm, inventory, _layout(vm)))
-    assert host.status == "failed" and host.failure is not None
-    assert host.failure.task == "Refuse disks that hold data (safe mode)"
-    assert f"storage: refusing the whole layout, nothing was written. {disk}: {reasons}. Free" in \
-        host.failure.message
-    assert _checksum_after(vm, disk, mountpoint) == checksum
-    others = " ".join(vm.ssh(f"readlink -f {d}").stdout.strip() for d in vm.by_id if d != disk)
-    assert vm.ssh(f"wipefs --no-act {others}").stdout == ""  # nothing written to the free disks either
-    assert "/data" not in vm.ssh("cat /etc/fstab").stdout
+def _refusal_message(disks: dict[str, str]) -> str:
+    named = "; ".join(f"{disk}: {reasons}" for disk, reasons in disks.items())
+    return f"storage: refusing the whole layout, nothing was written. {named}. Free"
 
 
-def test_destroy_data_wipes_the_disks_and_creates_the_layout(vm: vm_lab.VM, inventory: Path) -> None:
-    vm.ssh(RESET)
-    for i, (disk, plant) in enumerate(zip(vm.by_id, ("mounted-fs", "lvm-pv", "swap", "partition-table"))):
-        _plant(vm, disk, plant, f"/mnt/plant{i}")
-    refused = _only(_run(vm, inventory, _layout(vm)))
-    assert refused.status == "failed" and refused.failure is not None
-    assert all(f"{disk}: " in refused.failure.message for disk in vm.by_id), refused.failure.message
+def test_safe_mode_refuses_each_kind_of_used_disk_then_destroy_data_wipes(vm: vm_lab.VM, inventory: Path) -> None:
+    """Six kinds of used disk over two rounds (four disks a round), all refused and intact; then --destroy-data."""
+    d1, d2, d3, d4 = vm.by_id
+    for plants in ({d1: "ext4", d2: "partition-table"},
+                   {d1: "mounted-fs", d2: "swap", d3: "lvm-pv", d4: "md-member"}):
+        vm.ssh(RESET)
+        planted = {disk: _plant(vm, disk, plant, f"/mnt/plant{i}") for i, (disk, plant) in enumerate(plants.items())}
+        host = _only(_run(vm, inventory, _layout(vm)))
+        assert host.status == "failed" and host.failure is not None
+        assert host.failure.task == "Refuse disks that hold data (safe mode)"
+        assert _refusal_message({disk: reasons for disk, (reasons, _) in planted.items()}) in host.failure.message
+        for i, (disk, (_, checksum)) in enumerate(planted.items()):
+            assert _checksum_after(vm, disk, f"/mnt/plant{i}") == checksum
+        free = " ".join(vm.ssh(f"readlink -f {d}").stdout.strip() for d in vm.by_id if d not in plants)
+        if free:
+            assert vm.ssh(f"wipefs --no-act {free}").stdout == ""  # nothing written to the free disks either
+        assert "/data" not in vm.ssh("cat /etc/fstab").stdout
+
     created = _only(_run(vm, inventory, _layout(vm, dlsetup_storage_destroy_data=True)))
     assert (created.status, created.failed) == ("changed", 0), created
     assert vm.ssh("cat /sys/block/md127/md/level").stdout.strip() == "raid10"
@@ -207,21 +208,17 @@ def _kill_at(process: subprocess.Popen[str], task: str, delay: float) -> str:
     return "".join(seen)
 
 
-@pytest.mark.parametrize("task,delay", [("Install mdadm and the mkfs tools", 4.0),
-                                        ("Create the array on the checked disks", 0.5),
-                                        ("Create the filesystem", 1.0)])
-def test_interrupted_run_converges_next_time(vm: vm_lab.VM, inventory: Path, tmp_path: Path, task: str,
-                                             delay: float) -> None:
-    """Killed at a task, the next run converges and dpkg is consistent (xfs: the role installs xfsprogs)."""
-    if task == "Install mdadm and the mkfs tools":
-        vm.ssh(RESET + "apt-get purge -qq -y xfsprogs >/dev/null 2>&1; true")
+def test_interrupted_runs_converge_next_time(vm: vm_lab.VM, inventory: Path, tmp_path: Path) -> None:
+    """Killed at three points of one converge (apt, mdadm, mkfs), the next run converges; dpkg is consistent."""
+    vm.ssh(RESET + "apt-get purge -qq -y xfsprogs >/dev/null 2>&1; true")  # so the role installs it
     variables = tmp_path / "layout.yml"
     variables.write_text(yaml.safe_dump(_layout(vm, "xfs")))
-    output = _kill_at(_ansible_playbook(vm, inventory, variables), task, delay)
-    assert f"TASK [storage : {task}]" in output
-    assert "PLAY RECAP" not in output
+    for task, delay in (("Install mdadm and the mkfs tools", 5.0), ("Create the array on the checked disks", 0.5),
+                        ("Create the filesystem", 1.0)):
+        output = _kill_at(_ansible_playbook(vm, inventory, variables), task, delay)
+        assert "PLAY RECAP" not in output, output[-3000:]
     rerun = _ansible_playbook(vm, inventory, variables)
-    out, _ = rerun.communicate(timeout=600)
+    out, _ = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, out[-3000:]
     assert vm.ssh("dpkg --audit").stdout == ""
     assert vm.ssh("findmnt -n -o FSTYPE /data").stdout.strip() == "xfs"

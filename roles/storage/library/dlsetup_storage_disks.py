@@ -114,7 +114,7 @@ class Disks:
         found = []
         for sig in self.signatures(device):
             kind = sig.get("type", "")
-            text = _SIGNATURES.get(kind, f"holds a {kind} filesystem")
+            text = _SIGNATURES.get(kind, f"holds a filesystem ({kind})")
             if text:
                 found.append(text)
         parts = _partitions(name)
@@ -147,7 +147,7 @@ def _array(disks: Disks, name: str, members: list[tuple[str, str]]) -> dict:
     return {"state": state, "uuid": uuids.pop(), "device": device, "stale": sorted(holders - set(active))}
 
 
-def _wipe(disks: Disks, name: str, device: str) -> None:
+def _wipe(disks: Disks, name: str) -> None:
     tree = disks.tree(name)
     numbers = _numbers(tree)
     swaps = _swaps()
@@ -164,8 +164,9 @@ def _wipe(disks: Disks, name: str, device: str) -> None:
             disks.run("dmsetup", "remove", "--retry", _read(f"/sys/class/block/{kernel}/dm/name").strip())
     for kernel in reversed(tree[:len(_partitions(name)) + 1]):
         disks.run("wipefs", "--all", f"/dev/{kernel}")
-    disks.run("blockdev", "--rereadpt", device)
-    disks.run("udevadm", "settle")
+    udevadm = disks.module.get_bin_path("udevadm")
+    if udevadm:  # wipefs re-read the partition table; wait for udev to drop the old links
+        disks.run(udevadm, "settle")
 
 
 def main() -> None:
@@ -193,7 +194,7 @@ def main() -> None:
         if not module.check_mode:
             for (kernel, device), entry in zip(members, report):
                 if entry["reasons"]:
-                    _wipe(disks, kernel, device)
+                    _wipe(disks, kernel)
                     entry["reasons"] = disks.reasons(kernel, device)
     refusals = [f"{entry['disk']}: {', '.join(entry['reasons'])}" for entry in report if entry["reasons"]]
     module.exit_json(changed=changed, array=array, disks=report, refusals=refusals)

@@ -1,0 +1,84 @@
+"""The storage role's disk check module on real loop devices of this machine (root; no md on this kernel).
+
+The module runs as Ansible runs it: a Python file given its arguments as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+MODULE = Path(__file__).resolve().parents[1] / "roles" / "storage" / "library" / "dlsetup_storage_disks.py"
+
+pytestmark = [pytest.mark.lab,
+              pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need root")]
+
+
+def _sh(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def loops(tmp_path: Path) -> Iterator[list[str]]:
+    """Two 32 MiB loop devices, detached afterwards."""
+    devices = []
+    for i in range(2):
+        image = tmp_path / f"disk{i}.img"
+        image.write_bytes(b"\0" * (32 << 20))
+        devices.append(_sh("losetup", "--find", "--show", str(image)))
+    yield devices
+    for device in devices:
+        subprocess.run(["umount", device], capture_output=True)
+        subprocess.run(["losetup", "-d", device], check=True)
+
+
+def _module(tmp_path: Path, members: list[str], state: str = "inspect") -> dict:
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"name": "data", "members": members, "state": state}}))
+    run = subprocess.run([sys.executable, str(MODULE), str(args)], capture_output=True, text=True)
+    result = json.loads(run.stdout)
+    assert not result.get("failed"), result
+    return result
+
+
+def test_blank_disks_pass_and_no_array_exists(loops: list[str], tmp_path: Path) -> None:
+    result = _module(tmp_path, loops)
+    assert result["refusals"] == [] and result["changed"] is False
+    assert result["array"] == {"state": "absent", "uuid": None, "device": None, "stale": []}
+    assert [d["device"] for d in result["disks"]] == loops
+
+
+def test_filesystem_mount_and_swap_signatures_are_named(loops: list[str], tmp_path: Path) -> None:
+    _sh("mkfs.ext4", "-q", loops[0])
+    _sh("mkswap", loops[1])
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    _sh("mount", loops[0], str(mountpoint))
+    (mountpoint / "keep").write_text("planted")
+    result = _module(tmp_path, loops)
+    name = Path(loops[0]).name
+    assert result["refusals"] == [f"{loops[0]}: holds a filesystem (ext4), is mounted at {mountpoint} ({name})",
+                                  f"{loops[1]}: is swap space"]
+    assert (mountpoint / "keep").read_text() == "planted"
+
+
+def test_missing_disk_is_refused(tmp_path: Path) -> None:
+    result = _module(tmp_path, ["/dev/disk/by-id/no-such-disk"])
+    assert result["refusals"] == ["/dev/disk/by-id/no-such-disk: does not exist"]
+
+
+def test_wiped_unmounts_and_erases(loops: list[str], tmp_path: Path) -> None:
+    _sh("mkfs.ext4", "-q", loops[0])
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    _sh("mount", loops[0], str(mountpoint))
+    result = _module(tmp_path, loops, state="wiped")
+    assert result["changed"] is True and result["refusals"] == []
+    assert _sh("wipefs", "--no-act", loops[0]) == ""
+    assert str(mountpoint) not in Path("/proc/self/mounts").read_text()
