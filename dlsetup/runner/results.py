@@ -121,8 +121,12 @@ def failure_message(res: Mapping[str, Any]) -> str:
         msg = msg.removeprefix(prefix)
     stderr = str(res.get("stderr") or "").strip()
     crash = str(res.get("module_stderr") or "").strip()
-    # a command's stderr ends with its reason; a module that crashed starts with it
-    detail = stderr.splitlines()[-1].strip() if stderr else crash.splitlines()[0].strip() if crash else ""
+    # a command's stderr ends with its reason; a module that crashed starts with it, unless it is a
+    # Python traceback, which ends with it (the exception)
+    crash_lines = crash.splitlines()
+    if crash_lines and crash_lines[0].startswith("Traceback (most recent call last)"):
+        crash_lines.reverse()
+    detail = stderr.splitlines()[-1].strip() if stderr else crash_lines[0].strip() if crash_lines else ""
     if detail and detail not in msg:
         msg = f"{msg}: {detail}" if msg else detail
     lines = [line.strip() for line in msg.splitlines() if line.strip()]
