@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dlsetup.commands.provision import REBOOT_TASK
 from dlsetup.runner import RunOptions, ansible_dir, run_playbooks
 
 LEAVE = "Leave the machine running Ansible alone"
 REBOOT = "Reboot and wait for the host"
-MARKER = "dlsetup reboot required marker"
 
 
 def test_localhost_is_never_rebooted(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_localhost_is_never_rebooted(tmp_path: Path) -> None:
     playbooks = [ansible_dir() / "playbooks" / name for name in ("reboot.yml", "reboot_status.yml")]
     result = run_playbooks(playbooks, [str(inventory)], hosts=["localhost"], capture=[LEAVE, REBOOT],
                            host_vars={"localhost": {"dlsetup_reboot": True, "dlsetup_reboot_required_file": str(marker)}},
-                           options=RunOptions(check=True), reboot_task=MARKER)
+                           options=RunOptions(check=True), reboot_task=REBOOT_TASK)
     (host,) = result.hosts
     assert (host.status, host.changed, host.failed, host.reboot_required) == ("ok", 0, 0, True)
     assert REBOOT not in host.captured

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+from dlsetup.commands.provision import REBOOT_TASK
 from dlsetup.runner import RunOptions, RunResult, ansible_dir, run_playbooks
 from dlsetup.runner.progress import summary
 from lab import vm as vm_lab
@@ -26,7 +27,6 @@ from lab import vm as vm_lab
 pytestmark = pytest.mark.vm
 
 PLAYBOOKS = ansible_dir() / "playbooks"
-MARKER_TASK = "Read the dlsetup reboot-required marker"
 #: Shell that frees the data disks: unmount, swapoff, deactivate LVM, stop md, wipe, forget fstab/mdadm.conf.
 RESET = r"""
 set -u
@@ -67,7 +67,7 @@ def _layout(vm: vm_lab.VM, filesystem: str = "ext4", **extra: Any) -> dict:
 def _run(vm: vm_lab.VM, inventory: Path, variables: dict, *names: str) -> RunResult:
     playbooks = [PLAYBOOKS / name for name in (names or ("storage.yml",))]
     return run_playbooks(playbooks, [str(inventory)], host_vars={_host(vm): variables}, hosts=[_host(vm)],
-                         options=RunOptions(forks=1))
+                         options=RunOptions(forks=1), reboot_task=REBOOT_TASK)
 
 
 def _only(result: RunResult) -> Any:
