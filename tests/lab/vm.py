@@ -37,8 +37,8 @@ ROOT_SIZE = "3G"
 HOSTNAME = "dlsetup-vm"
 ROOT_LABEL = "vmroot"
 BOOT_TIMEOUT = 300.0
-_SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                "-o", "ConnectTimeout=20", "-o", "BatchMode=yes")
+_SSH_OPTIONS = ("-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20",
+                "-o", "BatchMode=yes")
 
 
 def image_dir() -> Path:
@@ -67,6 +67,11 @@ class Image:
     @property
     def key(self) -> Path:
         return self.path / "id_ed25519"
+
+    @property
+    def host_key(self) -> Path:
+        """The guest's SSH host key (public), so clients check it."""
+        return self.path / "ssh_host_ed25519_key.pub"
 
 
 def _run(args: Sequence[str]) -> None:
@@ -126,6 +131,7 @@ def build_image(dest: Path | None = None) -> Image:
         (root / "usr" / "sbin" / "policy-rc.d").unlink()
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dlsetup-vm", "-f", str(work / "id_ed25519")])
         _configure(root, (work / "id_ed25519.pub").read_text())
+        shutil.copy(root / "etc" / "ssh" / "ssh_host_ed25519_key.pub", work / "ssh_host_ed25519_key.pub")
         boot = root / "boot"
         shutil.copy(next(boot.glob("vmlinuz-*")), work / "vmlinuz")
         shutil.copy(next(boot.glob("initrd.img-*")), work / "initrd.img")
@@ -165,8 +171,15 @@ class VM:
     def console_log(self) -> Path:
         return self.workdir / "console.log"
 
+    @property
+    def known_hosts(self) -> Path:
+        return self.workdir / "known_hosts"
+
+    def _options(self) -> list[str]:
+        return [*_SSH_OPTIONS, "-o", f"UserKnownHostsFile={self.known_hosts}"]
+
     def ssh_args(self) -> list[str]:
-        return ["ssh", *_SSH_OPTIONS, "-i", str(self.image.key), "-p", str(self.port), "root@127.0.0.1"]
+        return ["ssh", *self._options(), "-i", str(self.image.key), "-p", str(self.port), "root@127.0.0.1"]
 
     def ssh(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a shell command in the guest as root."""
@@ -177,7 +190,7 @@ class VM:
 
     def inventory(self, name: str = "vm") -> str:
         """An INI inventory line for Ansible."""
-        ssh = " ".join(_SSH_OPTIONS)
+        ssh = " ".join(self._options())
         return (f"{name} ansible_host=127.0.0.1 ansible_port={self.port} ansible_user=root "
                 f"ansible_ssh_private_key_file={self.image.key} ansible_python_interpreter=/usr/bin/python3 "
                 f"ansible_ssh_common_args={shlex.quote(ssh)}\n")
@@ -247,6 +260,7 @@ def boot(workdir: Path, image: Image | None = None) -> Iterator[VM]:
     for disk in disks:
         _run(["truncate", "-s", DISK_SIZE, str(disk)])
     vm = VM(image=image, workdir=workdir, port=_free_port(), disks=disks)
+    vm.known_hosts.write_text(f"[127.0.0.1]:{vm.port} {image.host_key.read_text()}")
     with ExitStack() as stack:
         vm.process = subprocess.Popen(_qemu_command(vm, overlay), stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=(workdir / "qemu.err").open("wb"))
