@@ -100,7 +100,8 @@ def test_raid10_converges_then_reboots_only_when_asked(vm: vm_lab.VM, inventory:
     console = Console(record=True, width=120)
     console.print(summary(second_run))
     (row,) = [line for line in console.export_text().splitlines() if _host(vm) in line]
-    assert row.split()[-1] == "yes"  # the summary's reboot column, without --reboot
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    assert (cells[0], cells[-1]) == (_host(vm), "yes")  # the summary's reboot column, without --reboot
 
     vm.ssh("head -c 24M /dev/urandom > /data/weights.bin && seq 100000 > /data/ids.txt && sync")
     before = _sha(vm, "/data/weights.bin /data/ids.txt")
