@@ -149,12 +149,13 @@ def is_unused(dev: BlockDevice, profile: HostProfile) -> bool:
     return dev.type == "disk" and not _reasons(dev, profile, _children(profile))
 
 
-def _resolve(disk: str, profile: HostProfile) -> BlockDevice:
+def _resolve(disk: str, profile: HostProfile) -> str:
+    """The /dev/disk/by-id path of the whole disk named ``disk`` (by-id path, /dev path or kernel name)."""
     for dev in profile.storage.devices:
         if disk in (dev.by_id, dev.path, dev.name) and dev.type == "disk":
             if not dev.by_id:
                 raise UsageError(f"storage: disk {disk} has no /dev/disk/by-id link; name it by a stable id")
-            return dev
+            return dev.by_id
     raise UsageError(f"storage: disk {disk!r} is not a disk of this host")
 
 
@@ -177,21 +178,20 @@ def _array_name(mountpoint: str, taken: set) -> str:
 
 def propose_layout(profile: HostProfile, request: StorageRequest) -> StorageLayout:
     """The arrays for ``request``: named disks as given, else the unused fast disks shared out in order."""
-    named = [_resolve(d, profile) for a in request.arrays for d in a.disks]
-    ids = [d.by_id for d in named]
+    ids = [_resolve(d, profile) for a in request.arrays for d in a.disks]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
         raise UsageError(f"storage: disk {repeated[0]} is named more than once")
     mountpoints = [a.mountpoint for a in request.arrays]
     if len(set(mountpoints)) != len(mountpoints):
         raise UsageError("storage: each array needs its own mount point")
-    free = [d.by_id for d in profile.storage.devices
-            if d.media in FAST_MEDIA and d.by_id and d.by_id not in ids and is_unused(d, profile)]
+    free: List[str] = [d.by_id for d in profile.storage.devices
+                       if d.media in FAST_MEDIA and d.by_id and d.by_id not in ids and is_unused(d, profile)]
     unassigned = [a for a in request.arrays if not a.disks]
     arrays, taken = [], set()
     for a in request.arrays:
         if a.disks:
-            members = tuple(_resolve(d, profile).by_id for d in a.disks)
+            members = tuple(_resolve(d, profile) for d in a.disks)
         else:
             share, extra = divmod(len(free), len(unassigned))
             index = unassigned.index(a)
@@ -204,7 +204,7 @@ def propose_layout(profile: HostProfile, request: StorageRequest) -> StorageLayo
         if len(members) < least or (level == "single" and len(members) > 1):
             wanted = "exactly 1 disk" if level == "single" else f"at least {least} disks"
             raise UsageError(f"storage: {level} for {a.mountpoint} needs {wanted}, got {len(members)}")
-        arrays.append(Array(_array_name(a.mountpoint, taken), level, members, a.filesystem, a.mountpoint))  # type: ignore[arg-type]
+        arrays.append(Array(_array_name(a.mountpoint, taken), level, members, a.filesystem, a.mountpoint))
     return StorageLayout(tuple(arrays), request.destroy_data)
 
 

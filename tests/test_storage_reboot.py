@@ -23,7 +23,8 @@ def test_localhost_is_never_rebooted(tmp_path: Path) -> None:
     inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
     playbooks = [ansible_dir() / "playbooks" / name for name in ("reboot.yml", "reboot_status.yml")]
     result = run_playbooks(playbooks, [str(inventory)], hosts=["localhost"], capture=[LEAVE, REBOOT],
-                           host_vars={"localhost": {"dlsetup_reboot": True, "dlsetup_reboot_required_file": str(marker)}},
+                           host_vars={"localhost": {"dlsetup_reboot": True,
+                                                    "dlsetup_reboot_required_file": str(marker)}},
                            options=RunOptions(check=True), reboot_task=REBOOT_TASK)
     (host,) = result.hosts
     assert (host.status, host.changed, host.failed, host.reboot_required) == ("ok", 0, 0, True)

@@ -130,7 +130,8 @@ PLANTS = {
                         ["has a gpt partition table", "has partitions $N1", "is mounted at $M ($N1)"]),
     "mounted-fs": ("mkfs.ext4 -q $D && mount $D $M && head -c 1M /dev/urandom > $M/f",
                    ["holds a filesystem (ext4)", "is mounted at $M ($N)"]),
-    "swap": ("mkswap $D >/dev/null && swapon $D && mount -t tmpfs plant $M && dd if=$D bs=4096 count=1 status=none of=$M/f",
+    "swap": ("mkswap $D >/dev/null && swapon $D && mount -t tmpfs plant $M && "
+             "dd if=$D bs=4096 count=1 status=none of=$M/f",
              ["is swap space", "is in use as swap"]),
 }
 

@@ -26,8 +26,11 @@ options:
 
 RETURN = r"""
 disks: {description: "Per member: disk, device, reasons.", type: list, returned: always}
-refusals: {description: "One line per member that holds something: 'disk: reason, reason'.", type: list, returned: always}
-array: {description: "state (absent, active, inactive), uuid and device of the array built earlier.", type: dict, returned: always}
+refusals:
+  {description: "One line per member that holds something: 'disk: reason, reason'.", type: list, returned: always}
+array:
+  {description: "state (absent, active, inactive), uuid and device of the array built earlier.", type: dict,
+   returned: always}
 """
 
 ABSENT = {"state": "absent", "uuid": None, "device": None, "stale": []}
