@@ -181,15 +181,3 @@ def test_dmidecode_live_matches_meminfo() -> None:
     total = parse_meminfo(Path("/proc/meminfo").read_text())["MemTotal"]
     assert sum(d["size_bytes"] for d in devices) >= total
     assert summary["dimm_speed_mts"] is None or 100 <= summary["dimm_speed_mts"] <= 20000
-
-
-def test_dmidecode_empty_slots_and_units() -> None:
-    # A hand-written record in dmidecode's layout: an empty slot, MB sizes, dmidecode 2.x "MHz" names.
-    text = (
-        "Handle 0x0011, DMI type 17, 40 bytes\nMemory Device\n"
-        "\tSize: No Module Installed\n\tLocator: DIMM_B1\n\n"
-        "Handle 0x0012, DMI type 17, 40 bytes\nMemory Device\n\tSize: 16384 MB\n\tLocator: DIMM_A1\n"
-        "\tBank Locator: P0_Node0_Channel0_Dimm0\n\tSpeed: 2400 MHz\n\tConfigured Clock Speed: 2133 MHz\n"
-    )
-    assert parse_dmidecode_memory(text) == {"dimm_count": 1, "dimm_speed_mts": 2133, "populated_channels": 1}
-    assert parse_memory_devices(text)[0]["size_bytes"] == 16 << 30
