@@ -155,7 +155,7 @@ CONFLICTS = [
      "--driver-branch 535 supports CUDA up to 12.2, but --cuda 13.0 needs driver >= 580.65.06"),
     ("rocm-on-nvidia", h100_profile, {"rocm": "6.4"}, "--rocm 6.4 needs an AMD GPU and this host has only NVIDIA"),
     ("cuda13-on-pascal", lambda: GTX1080, {"cuda": "13.0"}, "--cuda 13.0 does not support the Pascal GPU"),
-    ("mxnet", h100_profile, {"frameworks": ("mxnet",)}, "Apache MXNet is retired"),
+    ("mxnet", h100_profile, {"frameworks": ("mxnet",)}, "Apache MXNet is not maintained (retired to the Apache Attic"),
     ("unknown-os", lambda: replace(NO_GPU, os=OSInfo(id="fedora", version_id="40", pretty_name="Fedora Linux 40")),
      {}, "Fedora Linux 40 is not supported: install Ubuntu 22.04, Ubuntu 24.04, Debian 12"),
     ("no-os", lambda: HostProfile(), {}, "an unknown OS is not supported"),

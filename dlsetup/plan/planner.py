@@ -129,7 +129,7 @@ class _Planner:
             if name in retired:
                 r = retired[name]
                 alts = " or ".join(f"--framework {a}" for a in r.alternatives)
-                raise PlanConflict(f"{r.title} is {r.why}: use {alts} instead")
+                raise PlanConflict(f"{r.title} is not maintained ({r.why}): use {alts} instead")
             if name not in FRAMEWORKS:
                 raise PlanConflict(f"unknown framework {name!r}: use --framework {', '.join(FRAMEWORKS)}")
 
