@@ -34,7 +34,11 @@ for m in $(findmnt -rn -o TARGET | grep -E '^/(data|mnt/plant)' | sort -r); do u
 swapoff -a
 vgchange -an >/dev/null 2>&1
 for md in /dev/md?*; do [ -b "$md" ] && mdadm --stop "$md" >/dev/null 2>&1; done
-for d in /dev/vd[a-d]; do wipefs -qa "$d"?* 2>/dev/null; wipefs -qa "$d"; done
+# zero the whole (256 MiB) test disks: a filesystem inside an old array's data area survives wipefs
+# of the members and would show through a new array of the same geometry
+for d in $(readlink -f /dev/disk/by-id/virtio-dlsetup-d?); do
+  wipefs -qa "$d"?* 2>/dev/null; dd if=/dev/zero of="$d" bs=4M status=none
+done
 sed -i '/ \/data /d' /etc/fstab; sed -i '/^ARRAY /d' /etc/mdadm/mdadm.conf
 rm -f /run/dlsetup/reboot-required
 udevadm settle
