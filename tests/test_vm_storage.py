@@ -7,6 +7,7 @@ runs, which kill a plain ansible-playbook process group at chosen tasks.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -165,8 +166,17 @@ def _refusal_message(disks: dict[str, str]) -> str:
     return f"storage: refusing the whole layout, nothing was written. {named}. Free"
 
 
-def test_safe_mode_refuses_each_kind_of_used_disk_then_destroy_data_wipes(vm: vm_lab.VM, inventory: Path) -> None:
-    """Six kinds of used disk over two rounds (four disks a round), all refused and intact; then --destroy-data."""
+def _dlsetup(inventory: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``dlsetup provision -i inventory ARGS`` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "dlsetup", "provision", "-i", str(inventory), *args],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "COLUMNS": "200"})
+
+
+def test_safe_mode_refuses_each_kind_of_used_disk_then_destroy_data_wipes(vm: vm_lab.VM, inventory: Path,
+                                                                          tmp_path: Path) -> None:
+    """Six kinds of used disk over two rounds (four disks a round), all refused and intact, by the role and
+    by the plan; then `dlsetup provision --destroy-data` creates the layout."""
     d1, d2, d3, d4 = vm.by_id
     for plants in ({d1: "ext4", d2: "partition-table"},
                    {d1: "mounted-fs", d2: "swap", d3: "lvm-pv", d4: "md-member"}):
@@ -183,8 +193,24 @@ def test_safe_mode_refuses_each_kind_of_used_disk_then_destroy_data_wipes(vm: vm
             assert vm.ssh(f"wipefs --no-act {free}").stdout == ""  # nothing written to the free disks either
         assert "/data" not in vm.ssh("cat /etc/fstab").stdout
 
-    created = _only(_run(vm, inventory, _layout(vm, dlsetup_storage_destroy_data=True)))
-    assert (created.status, created.failed) == ("changed", 0), created
+    # the same layout through the CLI: the plan, from the remote probe, refuses it before any run...
+    storage = ["--storage", f"/data:raid10:ext4:{','.join(vm.by_id)}", "--tags", "storage", "--yes", "--json"]
+    refused = _dlsetup(inventory, tmp_path, *storage)
+    assert refused.returncode == 3, refused.stderr
+    (summary_line,) = [json.loads(line) for line in refused.stdout.splitlines()]
+    failure = summary_line["failure"]
+    assert (summary_line["status"], summary_line["changed"], failure["task"]) == ("failed", 0, "dlsetup remote probe")
+    assert failure["message"].startswith("no plan: storage: refusing the layout, these disks hold data: ")
+    assert all(disk in failure["message"] for disk in vm.by_id), failure
+    for i, (disk, (_, checksum)) in enumerate(planted.items()):
+        assert _checksum_after(vm, disk, f"/mnt/plant{i}") == checksum
+    # ...and --destroy-data creates it
+    created_run = _dlsetup(inventory, tmp_path, *storage, "--destroy-data")
+    assert created_run.returncode == 0, created_run.stderr[-3000:]
+    assert "DESTROY DATA" in created_run.stderr
+    (created,) = [json.loads(line) for line in created_run.stdout.splitlines()]
+    assert (created["status"], created["failed"], created["roles"]) == (
+        "changed", 0, ["common", "storage", "frameworks"]), created
     assert vm.ssh("cat /sys/block/md127/md/level").stdout.strip() == "raid10"
     assert vm.ssh("findmnt -n -o FSTYPE /data").stdout.strip() == "ext4"
     assert vm.ssh("cat /proc/swaps").stdout.count("\n") == 1

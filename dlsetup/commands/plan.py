@@ -26,6 +26,11 @@ from dlsetup.errors import UsageError
 @click.option("--pip-find-links", multiple=True, help="Directory or URL with wheels (repeatable).")
 @click.option("--pip-offline", is_flag=True, default=None, help="Install only from --pip-find-links.")
 @click.option("--venv", "venv_path", help="Where the framework venv goes (default /opt/dlsetup/venv).")
+@click.option("--storage", multiple=True, metavar="MOUNT[:LEVEL[:FS[:DISK,...]]]",
+              help="An array for datasets or checkpoints, e.g. /data:raid10:xfs (repeatable); without disks, "
+                   "the unused NVMe/SSD disks are shared out.")
+@click.option("--destroy-data", is_flag=True, default=None,
+              help="Wipe the storage disks even if they hold data (partitions, filesystems, RAID, LVM, swap).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--emit-vars", type=click.Path(path_type=Path), help="Write the playbook variables as YAML.")
 def plan(from_bundle: Optional[Path], config: Optional[Path], as_json: bool, emit_vars: Optional[Path],

@@ -47,14 +47,19 @@ PROBE_TASK = "dlsetup remote probe"
 @click.option("-e", "--extra-vars", multiple=True, help="KEY=VALUE or @file, as ansible-playbook -e (repeatable).")
 @click.option("--become/--no-become", default=None,
               help="Escalate privileges on every host (default: where the connection user is not root).")
+@click.option("--reboot", is_flag=True,
+              help="Reboot the remote hosts that need it and go on; never the machine running dlsetup.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON summary per host.")
 def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: bool, yes: bool, check: bool,
               diff: bool, tags: Tuple[str, ...], skip_tags: Tuple[str, ...], extra_vars: Tuple[str, ...],
-              become: Optional[bool], as_json: bool, config: Optional[Path], **options: Any) -> None:
+              become: Optional[bool], reboot: bool, as_json: bool, config: Optional[Path], **options: Any) -> None:
     """Install the planned driver / CUDA or ROCm / framework stack, on this machine or a fleet.
 
     Host keys are checked: accept a new host's key deliberately first (ssh-keyscan HOST >> ~/.ssh/known_hosts
-    after checking its fingerprint), or set ANSIBLE_HOST_KEY_CHECKING=False for a run you trust."""
+    after checking its fingerprint), or set ANSIBLE_HOST_KEY_CHECKING=False for a run you trust.
+
+    Nothing is rebooted unless --reboot is given, and the machine running dlsetup never is: the summary
+    says which hosts need a reboot."""
     from rich.console import Console
 
     from dlsetup.fleet import retry_file, retry_limit, save_retry
@@ -63,7 +68,8 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
     from dlsetup.runner import ansible_dir, cache_dir, check_extra_vars
 
     checked_vars = check_extra_vars(extra_vars)
-    playbooks = [ansible_dir() / "playbooks" / name for name in ("site.yml", "reboot_status.yml")]
+    names = ("site.yml", "reboot.yml", "reboot_status.yml") if reboot else ("site.yml", "reboot_status.yml")
+    playbooks = [ansible_dir() / "playbooks" / name for name in names]
     request = load_request(config, **options)
     if retry_failed:
         if inventory is None or limit is not None:
@@ -94,7 +100,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
                                  limit=",".join(plans) if failures else limit, extra_vars=checked_vars,
                                  become=become)
         result = run_playbooks(playbooks, targets.sources, hosts=list(plans),
-                               host_vars=_host_vars(plans, roots, targets.connection_vars(), become),
+                               host_vars=_host_vars(plans, roots, targets.connection_vars(), become, reboot),
                                options=run_options, reboot_task=REBOOT_TASK, console=Console(stderr=True))
         if result.error:
             raise DlsetupError(f"ansible-playbook could not run: {result.error}", EXIT_FAILED)
@@ -153,18 +159,26 @@ def _show_plans(plans: Mapping[str, Plan], failures: Sequence[ProbeFailure], con
 
         render_plan(next(iter(plans.values())), console)
         return
+    from rich.markup import escape
+
     from dlsetup.fleet import group_plans, render_groups
 
     console.print(render_groups(group_plans(plans), failures))
+    for host, plan in plans.items():
+        for disk in plan.destroys:
+            console.print(f"[bold red]DESTROY DATA[/bold red] on {escape(host)}: {escape(disk)} - wiped by --destroy-data")
 
 
 def _host_vars(plans: Mapping[str, Plan], roots: Mapping[str, Optional[bool]],
-               connection: Mapping[str, Mapping[str, Any]], become: Optional[bool]) -> Dict[str, Dict[str, Any]]:
-    """Each host's variables for the run: its plan, how to reach it, and whether to escalate
-    (where the connection user is not root; as the inventory says where that is not known)."""
+               connection: Mapping[str, Mapping[str, Any]], become: Optional[bool],
+               reboot: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Each host's variables for the run: its plan, how to reach it, whether to escalate (where the
+    connection user is not root; as the inventory says where that is not known) and to reboot."""
     host_vars = {}
     for name, plan in plans.items():
         variables = {**plan.variables, **connection.get(name, {})}
+        if reboot:
+            variables["dlsetup_reboot"] = True
         if roots[name] is False:
             if become is False:
                 raise DlsetupError(f"{name}: the connection user is not root and --no-become was given",

@@ -16,6 +16,7 @@ from dlsetup.model import GPU, HostProfile
 from dlsetup.plan import compat
 from dlsetup.plan.compat import Architecture, Compat, Cuda, OSEntry, TorchRelease, minor, vtuple
 from dlsetup.plan.request import FRAMEWORKS, Request
+from dlsetup.storage import propose_layout, refusals
 
 #: the order in which playbooks/site.yml applies roles
 ROLE_ORDER = ("common", "storage", "nvidia_driver", "cuda_toolkit", "nvidia_container_toolkit", "rocm", "frameworks")
@@ -42,6 +43,8 @@ class Plan:
     variables: Mapping[str, Any]  #: exactly the extra vars handed to playbooks/site.yml
     reboot_required: bool
     notes: Tuple[str, ...]
+    #: "disk: what it holds" for each disk the storage layout wipes (--destroy-data); empty: none is wiped
+    destroys: Tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -51,6 +54,7 @@ class Plan:
             "variables": dict(self.variables),
             "reboot_required": self.reboot_required,
             "notes": list(self.notes),
+            "destroys": list(self.destroys),
         }
 
 
@@ -92,6 +96,7 @@ class _Planner:
         self.packages: List[str] = []
         self.extra_index_urls: List[str] = []
         self.torch: Optional[TorchRelease] = None
+        self.destroys: List[str] = []
 
     def decide(self, topic: str, choice: str, reason: str, rule: str) -> None:
         self.decisions.append(Decision(topic, choice, reason, rule))
@@ -113,11 +118,12 @@ class _Planner:
         self.resolve_container_toolkit(nvidia, system)
         reboot = self.resolve_reboot(nvidia)
         self.resolve_common_and_frameworks(system, python, nvidia, rocm)
+        self.resolve_storage()
         roles = tuple(r for r in ROLE_ORDER if r in self.roles)
         variables = {"dlsetup_roles": list(roles), "dlsetup_reboot_required_file": REBOOT_REQUIRED_FILE}
         variables.update(sorted(self.variables.items()))
         host = self.profile.hostname or self.profile.source
-        return Plan(host, roles, tuple(self.decisions), variables, reboot, tuple(self.notes))
+        return Plan(host, roles, tuple(self.decisions), variables, reboot, tuple(self.notes), tuple(self.destroys))
 
     def check_request(self) -> None:
         if self.request.pip_offline and not self.request.pip_find_links:
@@ -475,6 +481,30 @@ class _Planner:
         if reboot:
             self.decide("reboot", "required", self.notes[-1].removeprefix("reboot required: "), "rule:reboot")
         return reboot
+
+    def resolve_storage(self) -> None:
+        """The arrays for datasets and checkpoints; disks that hold anything refuse the plan (safe mode)."""
+        request = self.request.storage
+        if request is None:
+            return
+        layout = propose_layout(self.profile, request)
+        found = [f"{r.disk}: {r.reason}" for r in refusals(self.profile, layout)]
+        if found and not request.destroy_data:
+            raise PlanConflict(f"storage: refusing the layout, these disks hold data: {'; '.join(found)}. "
+                               "Free them, name other disks, or pass --destroy-data to wipe them")
+        self.destroys = list(dict.fromkeys(found))
+        for array, asked in zip(layout.arrays, request.arrays):
+            level = f"{array.level} over {len(array.members)} disk(s)" if array.level != "single" else "one disk"
+            how = "the disks named" if asked.disks else "the unused NVMe/SSD disks"
+            rule = "rule:storage-named-disks" if asked.disks else "rule:storage-unused-fast-disks"
+            self.decide("storage", f"{array.mountpoint}: {array.filesystem} on {level}",
+                        f"{how}: {', '.join(m.rsplit('/', 1)[-1] for m in array.members)}", rule)
+        if request.destroy_data:
+            self.decide("storage", "destroy data",
+                        f"--destroy-data: {len(self.destroys)} disk(s) that hold data are wiped" if self.destroys
+                        else "--destroy-data, though no member disk holds anything now", "rule:destroy-data")
+        self.roles.add("storage")
+        self.variables.update(layout.variables())
 
     def resolve_common_and_frameworks(self, system: OSEntry, python: str, nvidia: Optional[_Nvidia],
                                       rocm: Optional[str]) -> None:

@@ -21,6 +21,8 @@ def render_plan(plan: Plan, console: Console) -> None:
     for number, role in enumerate(plan.roles, 1):
         roles.add_row(str(number), role)
     console.print(roles)
+    for disk in plan.destroys:
+        console.print(f"[bold red]DESTROY DATA[/bold red]: {escape(disk)} - wiped by --destroy-data")
     for note in plan.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     if plan.reboot_required:

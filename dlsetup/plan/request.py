@@ -11,6 +11,7 @@ from typing import Any, Optional, Tuple
 import yaml
 
 from dlsetup.errors import UsageError
+from dlsetup.storage import StorageRequest, parse_array_option, storage_request
 
 DEFAULT_VENV = "/opt/dlsetup/venv"
 FRAMEWORKS = ("pytorch", "tensorflow", "jax")
@@ -38,6 +39,7 @@ class Request:
     pip_find_links: Tuple[str, ...] = ()
     pip_offline: bool = False  #: install only from pip_find_links (pip --no-index)
     venv_path: str = DEFAULT_VENV
+    storage: Optional[StorageRequest] = None  #: arrays for datasets and checkpoints; none: no storage role
 
 
 #: option -> (pattern it must match, example) for the version-like options
@@ -51,6 +53,8 @@ _FORMATS = {
 }
 _FIELDS = {f.name for f in dataclasses.fields(Request)}
 _ALIASES = {"framework": "frameworks", "venv": "venv_path", "pip_find_link": "pip_find_links"}
+#: CLI-only: --destroy-data, folded into the storage request (the config file says storage: destroy_data)
+_DESTROY = "destroy_data"
 
 
 def _key(name: str) -> str:
@@ -64,6 +68,17 @@ def _as_tuple(name: str, value: Any) -> Tuple[str, ...]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise UsageError(f"{name}: expected a name or a list of names, got {value!r}")
+
+
+def _storage(value: Any, from_file: bool) -> StorageRequest:
+    """The config file's ``storage:`` (a mapping, or a list of arrays) or the ``--storage`` options."""
+    if not from_file:
+        return StorageRequest(tuple(parse_array_option(text) for text in _as_tuple("storage", value)))
+    if isinstance(value, list):
+        value = {"arrays": value}
+    if not isinstance(value, dict):
+        raise UsageError(f"storage: expected a mapping with arrays and destroy_data, got {value!r}")
+    return storage_request(value)
 
 
 def _normalise(name: str, value: Any) -> Any:
@@ -108,6 +123,7 @@ def load_request(config: Optional[Path] = None, **cli_values: Any) -> Request:
     """Build a :class:`Request`: values from the YAML ``config`` file, overridden by the CLI values
     that are set (``None`` and empty tuples mean "not given"). Bad files or values raise UsageError."""
     values: dict[str, Any] = {}
+    destroy = bool(cli_values.pop(_DESTROY, False))
     sources = [(_read_config(config) if config else {}, True)]
     sources.append(({k: v for k, v in cli_values.items() if v is not None and v != ()}, False))
     for mapping, from_file in sources:
@@ -118,5 +134,9 @@ def load_request(config: Optional[Path] = None, **cli_values: Any) -> Request:
                 raise UsageError(f"{where}: unknown option {raw!r}")
             if value is None:
                 continue
-            values[name] = _normalise(name, value)
+            values[name] = _storage(value, from_file) if name == "storage" else _normalise(name, value)
+    if destroy:
+        if "storage" not in values:
+            raise UsageError("--destroy-data applies to a storage layout: add --storage or a storage: section")
+        values["storage"] = dataclasses.replace(values["storage"], destroy_data=True)
     return Request(**values)
