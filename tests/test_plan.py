@@ -270,3 +270,17 @@ def test_secure_boot_reaches_the_driver_role():
 def test_rocm_on_debian_uses_the_ubuntu_builds():
     v = make_plan(replace(MI300X, os=DEBIAN12), Request()).variables
     assert (v["rocm_repo_url"], v["rocm_repo_suite"]) == ("https://repo.radeon.com/rocm/apt/7.2", "jammy")
+
+
+@pytest.mark.parametrize("system", [UBUNTU2404, UBUNTU2204, DEBIAN12], ids=lambda s: f"{s.id}-{s.version_id}")
+def test_frameworks_packages_come_in_the_common_apt_transaction(system):
+    """The frameworks role's apt task finds its packages installed already: one dpkg run, not two."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    plan = make_plan(HostProfile(hostname="cpu", os=system), Request())
+    name = f"{system.id.capitalize()}-{system.version_id}.yml"
+    frameworks = yaml.safe_load((REPO / "roles" / "frameworks" / "vars" / name).read_text())["__frameworks_packages"]
+    common = yaml.safe_load((REPO / "roles" / "common" / "vars" / name).read_text())["__common_packages"]
+    assert set(frameworks) <= set(common) | set(plan.variables["common_extra_packages"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, H100_BUNDLE, PUBLIC, REPO
+from conftest import FIXTURES, H100_BUNDLE, PUBLIC, REPO, TORCH_VENV
 from dlsetup import gpudb
 from dlsetup.errors import EXIT_FAILED, EXIT_USAGE
 from dlsetup.parsers.amd import parse_rocminfo
@@ -19,21 +19,6 @@ from dlsetup.parsers.nvidia import parse_smi_list, split_capture
 from dlsetup.probe import probe
 from dlsetup.verify import PAYLOAD, overall_status
 from dlsetup.verify.checks import compare_with_peaks, driver_checks, judge_tool
-
-TORCH_VENV = Path(os.environ.get("DLSETUP_TORCH_VENV", Path.home() / ".cache" / "dlsetup-test" / "torch-venv"))
-WHEELS = Path("/opt/wheels")
-
-
-@pytest.fixture(scope="session")
-def torch_venv() -> Path:
-    """A venv with CPU torch 2.13.0, built once and cached between runs."""
-    python = TORCH_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(TORCH_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--find-links", str(WHEELS), "torch==2.13.0"],
-                       check=True)
-    return TORCH_VENV
-
 
 def dlsetup(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dlsetup", *args], capture_output=True, text=True, cwd=REPO,

@@ -527,7 +527,8 @@ class _Planner:
                         "installs a toolkit", "rule:wheels-bring-cuda")
         venv_package = "python3-venv" if python == system.python else f"python{python}-venv"
         self.variables.update({
-            "common_extra_packages": [venv_package],
+            # the frameworks role's own packages too, so that one apt transaction installs everything
+            "common_extra_packages": [venv_package, "python3-packaging"],
             "common_hold_packages": [],
             "common_install_headers": "nvidia_driver" in self.roles or "rocm" in self.roles,
             "frameworks_venv_path": r.venv_path,
