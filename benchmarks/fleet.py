@@ -2,8 +2,9 @@
 
 Each fleet (tests/lab/fleet.py: network namespaces, overlay Debian roots, sshd, real SSH) is converged
 once with the CPU role set (``common``, ``frameworks``), untimed; then the already converged fleet is
-run again, stock (forks 5, no pipelining, full facts) and tuned (:func:`dlsetup.fleet.tuned_ansible_env`),
-alternately, ``--repeat`` times each. Reported per run: wall time, whole-machine CPU from /proc/stat
+run again with stock settings (forks 5, no pipelining, no fact cache), with dlsetup's tuned settings
+(:func:`dlsetup.fleet.tuned_ansible_env`: Ansible's linear strategy) and, where mitogen supports the
+installed ansible-core, with those plus mitogen's strategy; alternately, ``--repeat`` times each. Reported per run: wall time, whole-machine CPU from /proc/stat
 (the hosts share this machine's cores, so that is the honest figure; anything else running on the
 machine counts too), the controller's own CPU, and machine CPU per host-task (every task a host was
 given, skipped ones included) and per task that ran on a host. The last line is one
@@ -80,19 +81,29 @@ def bench(count: int, repeat: int, workdir: Path) -> Dict[str, object]:
     with Fleet(workdir / f"fleet{count}", count) as fleet:
         inventory = fleet.inventory(workdir / f"hosts{count}.yml")
         with tempfile.TemporaryDirectory(prefix="facts-") as facts:
-            tuned = tuned_ansible_env(count, Path(facts))
-            converge(inventory, tuned)  # first converge: makes the changes, untimed
-            runs: Dict[str, List[Dict[str, float]]] = {"stock": [], "tuned": []}
-            for _ in range(repeat):
-                runs["stock"].append(converge(inventory, STOCK))
-                runs["tuned"].append(converge(inventory, tuned))
-    stock, ours = median(runs["stock"]), median(runs["tuned"])
-    for result in (stock, ours):
-        result["machine_cpu_per_host_task_s"] = round(result["machine_cpu_s"] / result["host_tasks"], 4)
-        result["machine_cpu_per_run_task_s"] = round(result["machine_cpu_s"] / result["host_tasks_run"], 4)
-    return {"hosts": count, "strategy": tuned.get("ANSIBLE_STRATEGY", "linear"), "stock": stock, "tuned": ours,
-            "wall_speedup": round(stock["wall_s"] / ours["wall_s"], 2),
-            "machine_cpu_ratio": round(stock["machine_cpu_s"] / ours["machine_cpu_s"], 2)}
+            settings = {"stock": STOCK, "tuned": tuned_ansible_env(count, Path(facts), mitogen=False)}
+            mitogen = tuned_ansible_env(count, Path(facts), mitogen=True)
+            if mitogen != settings["tuned"]:  # mitogen installed and supporting this ansible-core
+                settings["tuned+mitogen"] = mitogen
+            converge(inventory, settings["tuned"])  # first converge: makes the changes, untimed
+            runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in settings}
+            for _ in range(repeat):  # alternately, so that a busy moment hurts each alike
+                for name, env in settings.items():
+                    runs[name].append(converge(inventory, env))
+    result: Dict[str, object] = {"hosts": count}
+    for name, values in runs.items():
+        figures = median(values)
+        figures["machine_cpu_per_host_task_s"] = round(figures["machine_cpu_s"] / figures["host_tasks"], 4)
+        figures["machine_cpu_per_run_task_s"] = round(figures["machine_cpu_s"] / figures["host_tasks_run"], 4)
+        if name != "stock":
+            figures["wall_speedup"] = round(runs_median(runs["stock"], "wall_s") / figures["wall_s"], 2)
+            figures["machine_cpu_ratio"] = round(runs_median(runs["stock"], "machine_cpu_s") / figures["machine_cpu_s"], 2)
+        result[name] = figures
+    return result
+
+
+def runs_median(runs: List[Dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
 
 
 def main() -> None:
@@ -107,14 +118,14 @@ def main() -> None:
         for count in args.hosts:
             result = bench(count, args.repeat, Path(tmp))
             results.append(result)
-            for name in ("stock", "tuned"):
+            for name in [n for n in result if n != "hosts"]:
                 r = result[name]
-                print(f"{count:>3} hosts {name:<6} wall {r['wall_s']:7.2f} s  machine CPU {r['machine_cpu_s']:7.2f} s"
-                      f"  controller CPU {r['controller_cpu_s']:7.2f} s  host-tasks {r['host_tasks']:>4}"
-                      f" ({r['host_tasks_run']} run)  machine CPU/host-task {r['machine_cpu_per_host_task_s']:.3f} s"
-                      f" (/run task {r['machine_cpu_per_run_task_s']:.3f} s)")
-            print(f"{count:>3} hosts speed-up {result['wall_speedup']}x wall, {result['machine_cpu_ratio']}x"
-                  f" less machine CPU ({result['strategy']})")
+                ratios = (f"  {r['wall_speedup']}x faster, {r['machine_cpu_ratio']}x less machine CPU than stock"
+                          if name != "stock" else "")
+                print(f"{count:>3} hosts {name:<13} wall {r['wall_s']:7.2f} s  machine CPU {r['machine_cpu_s']:7.2f} s"
+                      f"  controller CPU {r['controller_cpu_s']:6.2f} s  host-tasks {r['host_tasks']:>4}"
+                      f" ({r['host_tasks_run']} run)  CPU/host-task {r['machine_cpu_per_host_task_s']:.3f} s"
+                      f" (/run task {r['machine_cpu_per_run_task_s']:.3f} s){ratios}")
     print(json.dumps({"benchmark": "fleet-noop-converge", "cores": os.cpu_count(), "results": results}))
 
 

@@ -53,7 +53,7 @@ def test_tuned_env_forks_per_host_pipelining_and_host_keys(tmp_path: Path) -> No
     assert env["ANSIBLE_PIPELINING"] == "True"
     assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
     assert "ControlPersist=120s" in env["ANSIBLE_SSH_ARGS"] and "-C" not in env["ANSIBLE_SSH_ARGS"].split()
-    assert env["ANSIBLE_GATHER_SUBSET"] == "min"
+    assert env["ANSIBLE_GATHER_SUBSET"] == fleet.GATHER_SUBSET
     assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path)
     assert "ANSIBLE_STRATEGY" not in env
     assert fleet.tuned_ansible_env(0, tmp_path)["ANSIBLE_FORKS"] == "1"
@@ -64,12 +64,13 @@ def test_mitogen_strategy_when_supported_linear_fallback_when_not(tmp_path: Path
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     plugins = fleet.mitogen_strategy_plugins()
     assert plugins is not None and (plugins / "mitogen_linear.py").is_file()
-    env = fleet.tuned_ansible_env(16, tmp_path)
+    assert "ANSIBLE_STRATEGY" not in fleet.tuned_ansible_env(16, tmp_path)  # opt-in
+    env = fleet.tuned_ansible_env(16, tmp_path, mitogen=True)
     assert (env["ANSIBLE_STRATEGY"], env["ANSIBLE_STRATEGY_PLUGINS"]) == ("mitogen_linear", str(plugins))
     real = fleet._release
     monkeypatch.setattr(fleet, "_release", lambda name: (2, 99) if name == "ansible-core" else real(name))
     assert fleet.mitogen_strategy_plugins() is None
-    assert "ANSIBLE_STRATEGY" not in fleet.tuned_ansible_env(16, tmp_path)
+    assert "ANSIBLE_STRATEGY" not in fleet.tuned_ansible_env(16, tmp_path, mitogen=True)
 
 
 def test_plans_of_different_hardware_are_grouped(bundles: dict[str, Path]) -> None:

@@ -155,3 +155,6 @@ def test_environment_is_tuned_for_the_hosts(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("ANSIBLE_FORKS", "2")  # the user's own setting wins
     assert "ANSIBLE_FORKS" not in _environment(["h1", "h2", "h3"])
     assert RunOptions().cmdline() == [] and RunOptions(forks=4).cmdline() == ["--forks", "4"]
+    assert "ANSIBLE_STRATEGY" not in env  # Ansible's linear strategy unless mitogen is asked for
+    monkeypatch.setenv("DLSETUP_MITOGEN", "1")
+    assert _environment(["h1"])["ANSIBLE_STRATEGY"] == "mitogen_linear"

@@ -1,8 +1,8 @@
 """The only package that talks to Ansible: every playbook and inventory call goes through here.
 
-Runs go through ansible-runner with a throw-away private data dir, tuned settings (mitogen's strategy
-where it supports the installed ansible-core, pipelining, a fork per host, SSH ControlPersist, smart
-gathering of the ``min`` facts with a JSON fact cache, host key checking on) and an event
+Runs go through ansible-runner with a throw-away private data dir, tuned settings (pipelining, a fork
+per host, SSH ControlPersist, smart gathering of only the facts the roles read with a JSON fact cache,
+host key checking on; mitogen's strategy with ``DLSETUP_MITOGEN=1``) and an event
 handler that aggregates ansible-runner's structured events into typed results
 (:mod:`dlsetup.runner.results`) and, on a terminal, a live per-host progress table.
 """
@@ -91,7 +91,8 @@ def _environment(hosts: Collection[str]) -> Dict[str, str]:
     from dlsetup.fleet import tuned_ansible_env
 
     tuned = {
-        **tuned_ansible_env(len(hosts), cache_dir() / "facts"),
+        **tuned_ansible_env(len(hosts), cache_dir() / "facts",
+                            mitogen=os.environ.get("DLSETUP_MITOGEN", "").lower() in ("1", "true", "yes")),
         "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(FACT_CACHE_SECONDS),
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
