@@ -25,8 +25,11 @@ from lab.fleet import Fleet
 pytestmark = pytest.mark.fleet
 
 UNREACHABLE, FAILING = "h8", "h7"
-#: an apt configuration that does not parse: every apt task on the failing host fails, nothing else does
+#: an apt configuration that does not parse: every apt task on the failing host fails, nothing else does;
+#: with MISSING removed there, the common role's apt task has to run on it
 BROKEN_APT = "/etc/apt/apt.conf.d/99dlsetup-broken"
+MISSING = "pciutils"
+APT_TASK = "Install the base packages, and dkms with the kernel headers when asked"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,6 +40,10 @@ def lab_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         pytest.fail(f"the fleet tier needs root and {', '.join(missing) or 'its tools'} (TESTLAB.md section 3)")
     with Fleet(tmp_path_factory.mktemp("fleet"), 8, unreachable=(8,),
                files={FAILING: {BROKEN_APT: 'APT::Install-Recommends "false\n'}}) as started:
+        inventory = started.inventory(tmp_path_factory.mktemp("remove") / "hosts.yml")
+        ansible = Path(sys.executable).with_name("ansible")
+        subprocess.run([str(ansible), "-i", str(inventory), FAILING, "-m", "ansible.builtin.command", "-a",
+                        f"dpkg --remove --force-depends {MISSING}"], check=True, capture_output=True, timeout=120)
         yield started
 
 
@@ -62,13 +69,13 @@ def test_fleet_converges_past_a_failed_and_an_unreachable_host(lab_fleet: Fleet,
         assert host["status"] in ("ok", "changed") and host["failed"] == 0, host
         assert host["reboot_required"] is False and host["roles"] == ["common", "frameworks"]
     failed, gone = by_host[FAILING], by_host[UNREACHABLE]
-    assert failed["status"] == "failed" and failed["failure"]["task"] == "Install the base packages"
+    assert failed["status"] == "failed" and failed["failure"]["task"] == APT_TASK
     assert f"Syntax error {BROKEN_APT}:2" in failed["failure"]["message"]
     assert gone["status"] == "unreachable" and gone["failure"]["task"] == PROBE_TASK
     assert f"{lab_fleet.hosts[-1].address} port 22: Connection refused" in gone["failure"]["message"]
     error = run.stderr.splitlines()[-1]
     assert error.startswith(f"dlsetup: error: 1 host(s) unreachable: {UNREACHABLE}; "
-                            f"1 host(s) failed: {FAILING} (Install the base packages: ")
+                            f"1 host(s) failed: {FAILING} ({APT_TASK}: ")
 
     again, summaries = provision(inventory, tmp_path, "--retry-failed")
     assert again.returncode == EXIT_UNREACHABLE
