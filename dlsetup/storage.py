@@ -82,14 +82,6 @@ class StorageLayout:
             "storage_destroy_data": self.destroy_data,
         }
 
-    def describe(self) -> List[str]:
-        """One line per array for the plan, and a warning first when data will be destroyed."""
-        lines = ["DESTROY DATA: every member disk is wiped, whatever it holds"] if self.destroy_data else []
-        for a in self.arrays:
-            lines.append(f"{a.mountpoint}: {a.filesystem} on {a.level} ({len(a.members)} disk(s)) "
-                         f"[{','.join(a.mount_options)}]: {', '.join(a.members)}")
-        return lines
-
 
 def parse_array_option(text: str) -> ArrayRequest:
     """``MOUNTPOINT[:LEVEL[:FILESYSTEM[:DISK,DISK...]]]``, the form of ``--storage``, e.g. ``/data:raid10:xfs``."""
