@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import List
 
@@ -168,3 +170,23 @@ def test_failed_escalation_is_missing_privileges(chroot, tmp_path: Path) -> None
                   "-e", f"ansible_become_exe={tmp_path / 'no-sudo'}", "--become", *PLAN)
     assert run.returncode == EXIT_PRIVILEGES, run.stderr[-3000:]
     assert "missing privileges on " in one_line_error(run)
+
+
+@pytest.mark.lab
+def test_apt_lock_held_elsewhere_waits_dlsetup_apt_lock_timeout(chroot) -> None:
+    """The playbook's apt lock timeout reaches the apt tasks: with it set to 1 s, a dpkg lock held elsewhere
+    fails the run at once (Ansible's own 60 s would have waited past the release at 45 s and succeeded)."""
+    root, inventory = chroot
+    with open(root / "var/lib/dpkg/lock-frontend", "a+") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)  # the kind of lock apt and dpkg take
+        release = threading.Timer(45, fcntl.lockf, (lock, fcntl.LOCK_UN))
+        release.start()
+        try:
+            run = dlsetup("-i", str(inventory), "--yes", "--json", "--tags", "common",
+                          "-e", "dlsetup_apt_lock_timeout=1", *PLAN)
+        finally:
+            release.cancel()
+    assert run.returncode == EXIT_HOSTS_FAILED, run.stderr[-3000:]
+    [host] = summaries(run)
+    assert host["failure"]["task"] == "Install the base packages, and dkms with the kernel headers when asked"
+    assert "lock" in host["failure"]["message"], host["failure"]
