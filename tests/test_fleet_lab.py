@@ -25,8 +25,8 @@ from lab.fleet import Fleet
 pytestmark = pytest.mark.fleet
 
 UNREACHABLE, FAILING = "h8", "h7"
-#: an apt configuration that does not parse: every apt task on the failing host fails, nothing else does;
-#: with MISSING removed there, the common role's apt task has to run on it
+#: an apt configuration that does not parse, on every host: a host whose packages are all installed must
+#: never reach apt (the roles ask dpkg first); the failing host lacks MISSING, so its apt task runs and fails
 BROKEN_APT = "/etc/apt/apt.conf.d/99dlsetup-broken"
 MISSING = "pciutils"
 APT_TASK = "Install the base packages, and dkms with the kernel headers when asked"
@@ -39,7 +39,7 @@ def lab_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     if os.geteuid() != 0 or missing:
         pytest.fail(f"the fleet tier needs root and {', '.join(missing) or 'its tools'} (TESTLAB.md section 3)")
     with Fleet(tmp_path_factory.mktemp("fleet"), 8, unreachable=(8,),
-               files={FAILING: {BROKEN_APT: 'APT::Install-Recommends "false\n'}}) as started:
+               files={f"h{i}": {BROKEN_APT: 'APT::Install-Recommends "false\n'} for i in range(1, 9)}) as started:
         inventory = started.inventory(tmp_path_factory.mktemp("remove") / "hosts.yml")
         ansible = Path(sys.executable).with_name("ansible")
         subprocess.run([str(ansible), "-i", str(inventory), FAILING, "-m", "ansible.builtin.command", "-a",
