@@ -20,8 +20,8 @@ PLAYBOOK = REPO / "tests" / "roles_fixtures" / "signed_repo.yml"
 pytestmark = pytest.mark.lab
 
 
-def _converge(target: Path, url: str, fingerprint: str) -> subprocess.CompletedProcess[str]:
-    extra = {"lab_mirror_url": url, "lab_fingerprint": fingerprint}
+def _converge(target: Path, url: str, fingerprint: str, packages: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    extra = {"lab_mirror_url": url, "lab_fingerprint": fingerprint, "lab_packages": list(packages)}
     return subprocess.run(
         [str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{target},",
          "-c", "community.general.chroot", "-e", "ansible_python_interpreter=/usr/bin/python3",
@@ -67,3 +67,24 @@ def test_intact_mirror_is_added_with_its_keyring(target: Path, lab_mirror: Serve
     assert f"URIs: {lab_mirror.url}/cuda/" in sources
     assert "Signed-By: /etc/apt/keyrings/lab-cuda.asc" in sources
     assert (target / "etc/apt/keyrings/lab-cuda.asc").read_text() == lab_mirror.mirror.key.read_text()
+
+
+def test_rerun_keeps_the_pinned_keyring_and_needs_no_network(target: Path, lab_mirror: ServedMirror,
+                                                              tmp_path: Path) -> None:
+    """Once the keyring and the packages are there, a re-run downloads nothing and runs no apt: it passes
+    with the mirror gone. A keyring that lost its pinned fingerprint is fetched again."""
+    packages = ("libnccl2", "nvidia-persistenced")
+    copy = tmp_path / "mirror"
+    shutil.copytree(lab_mirror.mirror.root, copy)
+    with mirror.serve(copy) as url:
+        first = _converge(target, url, lab_mirror.mirror.fingerprint, packages)
+        assert first.returncode == 0, first.stdout
+    for package in packages:
+        assert (target / f"usr/share/doc/{package}/stand-in").exists()
+    again = _converge(target, url, lab_mirror.mirror.fingerprint, packages)  # nothing listens at url now
+    assert again.returncode == 0, again.stdout
+    assert "changed=0" in again.stdout and "failed=0" in again.stdout
+    keyring = target / "etc/apt/keyrings/lab-cuda.asc"
+    keyring.write_text("not a key\n")
+    refetch = _converge(target, url, lab_mirror.mirror.fingerprint, packages)
+    assert refetch.returncode == 2 and "Download the signing key of lab-cuda" in refetch.stdout, refetch.stdout
