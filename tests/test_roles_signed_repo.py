@@ -20,10 +20,11 @@ PLAYBOOK = REPO / "tests" / "roles_fixtures" / "signed_repo.yml"
 pytestmark = pytest.mark.lab
 
 
-def _converge(target: Path, url: str, fingerprint: str, packages: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def _converge(target: Path, url: str, fingerprint: str, packages: tuple[str, ...] = (),
+              *args: str) -> subprocess.CompletedProcess[str]:
     extra = {"lab_mirror_url": url, "lab_fingerprint": fingerprint, "lab_packages": list(packages)}
     return subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{target},",
+        [str(Path(sys.executable).with_name("ansible-playbook")), *args, "-i", f"{target},",
          "-c", "community.general.chroot", "-e", "ansible_python_interpreter=/usr/bin/python3",
          "-e", json.dumps(extra), str(PLAYBOOK)],
         env={**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"},
@@ -88,3 +89,11 @@ def test_rerun_keeps_the_pinned_keyring_and_needs_no_network(target: Path, lab_m
     keyring.write_text("not a key\n")
     refetch = _converge(target, url, lab_mirror.mirror.fingerprint, packages)
     assert refetch.returncode == 2 and "Download the signing key of lab-cuda" in refetch.stdout, refetch.stdout
+
+
+def test_check_mode_on_a_fresh_host_reports_and_writes_nothing(target: Path, lab_mirror: ServedMirror) -> None:
+    run = _converge(target, lab_mirror.url, lab_mirror.mirror.fingerprint, ("libnccl2",), "--check")
+    assert run.returncode == 0, run.stdout
+    assert "failed=0" in run.stdout and "changed=0" not in run.stdout
+    assert not (target / "etc/apt/keyrings/lab-cuda.asc").exists()
+    assert not (target / "usr/share/doc/libnccl2").exists()
