@@ -73,7 +73,7 @@ def test_intact_mirror_is_added_with_its_keyring(target: Path, lab_mirror: Serve
 def test_rerun_keeps_the_pinned_keyring_and_needs_no_network(target: Path, lab_mirror: ServedMirror,
                                                               tmp_path: Path) -> None:
     """Once the keyring and the packages are there, a re-run downloads nothing and runs no apt: it passes
-    with the mirror gone. A keyring that lost its pinned fingerprint is fetched again."""
+    with the mirror gone. A keyring that lost its pinned key, or gained a second one, is fetched again."""
     packages = ("libnccl2", "nvidia-persistenced")
     copy = tmp_path / "mirror"
     shutil.copytree(lab_mirror.mirror.root, copy)
@@ -86,9 +86,17 @@ def test_rerun_keeps_the_pinned_keyring_and_needs_no_network(target: Path, lab_m
     assert again.returncode == 0, again.stdout
     assert "changed=0" in again.stdout and "failed=0" in again.stdout
     keyring = target / "etc/apt/keyrings/lab-cuda.asc"
-    keyring.write_text("not a key\n")
-    refetch = _converge(target, url, lab_mirror.mirror.fingerprint, packages)
-    assert refetch.returncode == 2 and "Download the signing key of lab-cuda" in refetch.stdout, refetch.stdout
+    pinned = keyring.read_text()
+    gnupg = tmp_path / "gnupg"
+    gnupg.mkdir(mode=0o700)
+    other = subprocess.run(["gpg", "--homedir", str(gnupg), "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
+                            "other <other@example.invalid>"], capture_output=True)
+    assert other.returncode == 0, other.stderr
+    exported = subprocess.run(["gpg", "--homedir", str(gnupg), "--armor", "--export"], capture_output=True, text=True)
+    for tampered in ("not a key\n", pinned + exported.stdout):  # broken, or a second key appended
+        keyring.write_text(tampered)
+        refetch = _converge(target, url, lab_mirror.mirror.fingerprint, packages)
+        assert refetch.returncode == 2 and "Download the signing key of lab-cuda" in refetch.stdout, refetch.stdout
 
 
 def test_check_mode_on_a_fresh_host_reports_and_writes_nothing(target: Path, lab_mirror: ServedMirror) -> None:
