@@ -30,15 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from lab import mirror, rootfs  # noqa: E402 - the lab helpers live with the tests
+from fleet import machine_cpu_seconds  # noqa: E402 - benchmarks/fleet.py, next to this script
 
 ROLES = ["common", "nvidia_driver", "cuda_toolkit", "nvidia_container_toolkit"]
 _RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)")
-
-
-def machine_cpu_seconds() -> float:
-    """CPU time every core of this machine has spent busy since boot (/proc/stat, less idle and iowait)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def variables(url: str, fingerprint: str) -> Dict[str, object]:
