@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import H100_BUNDLE
+from conftest import H100_BUNDLE, missing_tool
 from test_fleet import derived_bundle
 
 from dlsetup import fleet
@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 def lab_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     missing = [tool for tool in ("ip", "unshare", "ssh", "ssh-keygen", "debootstrap") if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
-        pytest.fail(f"the fleet tier needs root and {', '.join(missing) or 'its tools'} (TESTLAB.md section 3)")
+        missing_tool(f"the fleet tier needs root and {', '.join(missing) or 'its tools'} (apt-get install iproute2 "
+                     "openssh-client openssh-server debootstrap, as .ci/run does)")
     with Fleet(tmp_path_factory.mktemp("fleet"), 8, unreachable=(8,),
                files={f"h{i}": {BROKEN_APT: 'APT::Install-Recommends "false\n'} for i in range(1, 9)}) as started:
         inventory = started.inventory(tmp_path_factory.mktemp("remove") / "hosts.yml")

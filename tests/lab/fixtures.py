@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import missing_tool
 from lab import mirror, rootfs, wheels
 
 
@@ -24,7 +25,8 @@ class ServedMirror:
 def _require_lab() -> None:
     missing = [tool for tool in ("debootstrap", "apt-ftparchive", "gpg", "dpkg-deb") if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
-        pytest.fail(f"the lab tier needs root and {', '.join(missing) or 'its tools'} (see tests/README or TESTLAB.md)")
+        missing_tool(f"the lab tier needs root and {', '.join(missing) or 'its tools'} (apt-get install debootstrap "
+                     "apt-utils dpkg-dev gpg, as .ci/run does)")
 
 
 @pytest.fixture(scope="session")
