@@ -238,3 +238,14 @@ def test_jax_python_floors_never_go_down():
     assert floors == sorted(floors)
     for release in releases:
         assert {v["extra"] for v in TABLES["jax"]["variant"]} <= set(release["extras"]), release["version"]
+
+
+def test_check_rules_use_the_cuda_tables_floors():
+    """advice.py's compute capability floors are the newest CUDA's min_cc and the lowest of the 12.x/13.x lines."""
+    from dlsetup import advice
+
+    rows = compat.load().cuda
+    newest = max(rows, key=lambda c: compat.vtuple(c.version))
+    current = [c for c in rows if compat.vtuple(c.version)[0] >= 12]
+    assert advice.CUDA_CURRENT_MIN_CC == compat.vtuple(newest.min_cc)
+    assert advice.CUDA_ANY_MIN_CC == min(compat.vtuple(c.min_cc) for c in current)
