@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 
 import pytest
 
@@ -174,8 +175,9 @@ def test_each_cuda_version_has_a_branch_that_reports_it():
 def test_compute_capability_ranges_do_not_overlap():
     """nvidia.toml is the one cc -> architecture map: lookups take the first match, so ranges must be disjoint."""
     ranges = sorted((compat.vtuple(a.cc_min), compat.vtuple(a.cc_max), a.name) for a in compat.load().architectures)
-    for (low, high, name), (next_low, _, next_name) in zip(ranges, ranges[1:]):
-        assert low <= high and high < next_low, (name, next_name)
+    assert all(low <= high for low, high, _ in ranges)
+    for (_, high, name), (next_low, _, next_name) in itertools.pairwise(ranges):
+        assert high < next_low, (name, next_name)
 
 
 def test_every_architecture_gpudb_or_the_parsers_name_is_in_nvidia_table():
