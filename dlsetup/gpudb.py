@@ -18,22 +18,32 @@ from types import MappingProxyType
 #: The table layout this module reads (``schema_version`` at the top of gpus.toml).
 TABLE_SCHEMA_VERSION = 1
 
-#: CUDA compute capability -> architecture. An exact "major.minor" entry wins over a major-only one.
-_CC_ARCHITECTURES: Mapping[str, str] = MappingProxyType(
-    {
-        "3": "Kepler",
-        "5": "Maxwell",
-        "6": "Pascal",
-        "7": "Volta",
-        "7.5": "Turing",
-        "8": "Ampere",
-        "8.9": "Ada Lovelace",
-        "9": "Hopper",
-        "10": "Blackwell",
-        "11": "Blackwell",  # Jetson Thor (sm_110)
-        "12": "Blackwell",
-    }
-)
+#: Where the NVIDIA architecture rows live: ``[[architecture]]`` of the compatibility table
+#: ``dlsetup/data/compat/nvidia.toml`` is the one compute capability -> architecture map; the planner
+#: reads the same rows (``dlsetup.plan.compat``).
+NVIDIA_TABLE = ("data", "compat", "nvidia.toml")
+
+
+def _cc_tuple(cc: str) -> tuple[int, int] | None:
+    """"9.0" -> (9, 0); "10" -> (10, 0); None for anything that is not "major[.minor]" digits."""
+    major, _, minor = cc.strip().partition(".")
+    if not major.isdigit() or not (minor.isdigit() or minor == ""):
+        return None
+    return int(major), int(minor or 0)
+
+
+@lru_cache(maxsize=1)
+def cc_architectures() -> tuple[tuple[tuple[int, int], tuple[int, int], str], ...]:
+    """(cc_min, cc_max, name) of every architecture row of nvidia.toml, in file order."""
+    table = tomllib.loads(files("dlsetup").joinpath(*NVIDIA_TABLE).read_text(encoding="utf-8"))
+    rows = []
+    for row in table["architecture"]:
+        low, high = _cc_tuple(row["cc_min"]), _cc_tuple(row["cc_max"])
+        if low is None or high is None:
+            raise RuntimeError(f"nvidia.toml: architecture {row.get('name')!r} has a malformed compute capability")
+        rows.append((low, high, row["name"]))
+    return tuple(rows)
+
 
 #: AMD LLVM gfx target -> architecture (https://llvm.org/docs/AMDGPUUsage.html#processors).
 _GFX_ARCHITECTURES: Mapping[str, str] = MappingProxyType(
@@ -135,9 +145,12 @@ def by_name(name: str) -> GpuSpec | None:
 
 
 def architecture_for_cc(cc: str) -> str | None:
-    """NVIDIA architecture of a compute capability: "9.0" -> "Hopper", "8.9" -> "Ada Lovelace"."""
-    major, _, minor = cc.strip().partition(".")
-    return _CC_ARCHITECTURES.get(f"{major}.{minor}") or _CC_ARCHITECTURES.get(major)
+    """NVIDIA architecture of a compute capability: "9.0" -> "Hopper", "8.9" -> "Ada Lovelace";
+    None for a capability no row of nvidia.toml covers."""
+    value = _cc_tuple(cc)
+    if value is None:
+        return None
+    return next((name for low, high, name in cc_architectures() if low <= value <= high), None)
 
 
 def architecture_for_gfx(gfx: str) -> str | None:

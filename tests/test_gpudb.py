@@ -145,7 +145,16 @@ def test_by_name_unknown() -> None:
         ("8.9", "Ada Lovelace"),
         ("9.0", "Hopper"),
         ("10.0", "Blackwell"),
+        ("10.3", "Blackwell"),
         ("12.0", "Blackwell"),
+        ("12.1", "Blackwell"),
+        ("10", "Blackwell"),
+        ("3.7", "Kepler"),
+        ("10.7", "Rubin"),
+        ("11.0", "Thor"),
+        ("8.8", None),
+        ("10.1", None),
+        ("9.x", None),
         ("2.1", None),
         ("", None),
         ("nonsense", None),
@@ -167,6 +176,8 @@ def test_architecture_for_cc(cc: str, arch: str | None) -> None:
         ("gfx1100", "RDNA3"),
         ("GFX1103", "RDNA3"),
         ("gfx1201", "RDNA4"),
+        ("gfx950", "CDNA4"),
+        ("gfx1151", "RDNA3.5"),
         ("gfx000", None),
     ],
 )
@@ -182,3 +193,42 @@ def test_table_ids_agree_with_pci_ids_database() -> None:
         assert model.replace("RTX ", "") in gpudb.by_pci_id("10de", device).name
     assert "MI100" in lookup_pci_ids(text, "1002", "738c")[1]
     assert gpudb.by_pci_id("1002", "738c").key == "mi100"
+
+
+def test_architectures_come_from_the_compat_table(monkeypatch) -> None:
+    """gpudb keeps no map of its own: a row changed in nvidia.toml changes the answer."""
+    rows = gpudb.cc_architectures()
+    assert ((9, 0), (9, 0), "Hopper") in rows
+    monkeypatch.setattr(gpudb, "cc_architectures", lambda: (((9, 0), (9, 0), "Renamed"),))
+    assert gpudb.architecture_for_cc("9.0") == "Renamed"
+    assert gpudb.architecture_for_cc("8.0") is None
+
+
+@pytest.mark.parametrize(
+    "vendor, device, key, arch",
+    [
+        ("10de", "3182", "b300", "Blackwell"),
+        ("10de", "31c3", "gb300", "Blackwell"),
+        ("10de", "2d05", "rtx-5060", "Blackwell"),
+        ("10de", "2f06", "rtx-5060", "Blackwell"),
+        ("10de", "102d", "k80", "Kepler"),
+        ("10de", "1c06", "gtx-1060-6gb", "Pascal"),
+        ("1002", "740c", "mi250", "CDNA2"),
+        ("1002", "7408", "mi250x", "CDNA2"),
+        ("1002", "75a3", "mi355x", "CDNA4"),
+        ("1002", "7551", "radeon-ai-pro-r9700", "RDNA4"),
+        ("1002", "66af", "radeon-vii", "GCN5"),
+    ],
+)
+def test_rows_added_for_current_and_old_hardware(vendor: str, device: str, key: str, arch: str) -> None:
+    spec = gpudb.by_pci_id(vendor, device)
+    assert spec is not None and (spec.key, spec.architecture) == (key, arch)
+
+
+def test_blackwell_ultra_and_strix_halo_rows() -> None:
+    assert gpudb.by_pci_id("10de", "3182").compute_capability == "10.3"
+    assert gpudb.by_name("NVIDIA GB10").compute_capability == "12.1"
+    strix = gpudb.by_pci_id("1002", "1586")
+    assert strix.integrated and strix.gfx_target == "gfx1151" and strix.memory_bytes is None
+    # 2d04 covers two memory sizes: the table leaves the size out rather than guess one
+    assert gpudb.by_pci_id("10de", "2d04").memory_bytes is None
