@@ -115,7 +115,7 @@ def read_inputs(paths: Iterable[Path]) -> List[HostReport]:
         except OSError as err:
             raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
         try:
-            documents = _documents(path, decode(raw))
+            documents = _documents(path, decode(raw, max_bytes=MAX_BYTES))
         except DocumentError as err:
             raise UsageError(f"{path}: {err}") from None
         for key, document in documents:
