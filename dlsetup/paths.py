@@ -31,8 +31,8 @@ images on a fast array is a classic), ``/root/checkpoints``.
 
 **The framework venv.** ``python3 -m venv PATH`` writes ``PATH/bin/python3`` and ``pyvenv.cfg`` and pip
 then installs into ``PATH/lib``: on ``/usr`` or ``/usr/local`` that overwrites the system's own Python.
-The venv is refused where a mount point is, and anywhere below ``/usr`` (the distribution's territory)
-as well as below the cleaned ``/tmp`` and ``/var/tmp``.
+The venv is refused where a mount point is: in a system tree (below ``/usr``, the distribution's
+territory, and the cleaned ``/tmp`` and ``/var/tmp`` included), on a shared directory or an ancestor.
 
 **pip's index** (``--pip-index-url``) is an ``http://`` or ``https://`` URL with a host, or a
 ``file:///`` URL of a local directory (a mirror on disk), at most 2048 characters, without blanks or
@@ -64,8 +64,6 @@ SHARED_DIRS: Tuple[str, ...] = (
     "/home", "/home/*", "/root", "/mnt", "/media", "/media/*", "/opt", "/var/cache", "/var/opt",
     "/var/local",
 )
-#: Also refused for the venv: the trees where pip must never write.
-VENV_TREES: Tuple[str, ...] = ("/usr", "/tmp", "/var/tmp")
 
 MAX_PATH = 4095
 MAX_COMPONENT = 255
@@ -164,7 +162,7 @@ def mount_point(value: object) -> str:
 def venv_path(value: object) -> str:
     """A path for the framework venv: normalised, or a UsageError naming why not."""
     path = absolute_path("venv", value)
-    why = _refusal(path, SYSTEM_TREES + VENV_TREES)
+    why = _refusal(path, SYSTEM_TREES)
     if why is not None:
         raise UsageError(f"venv {path} is {why}: python3 -m venv and pip would write into it; "
                          f"use a directory of its own, e.g. /opt/dlsetup/venv")
