@@ -16,6 +16,8 @@ the workload's document from the venv's own interpreter; neither trusts what it 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any, Dict, Optional
@@ -156,6 +158,30 @@ def _too_deep(value: Any, limit: int) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
+
+
+def read_input(path: "os.PathLike[str] | str", limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the file or pipe ``path`` (one more than the limit tells it is too
+    large), without waiting on a FIFO nobody writes to. A pipe that has a writer (``<(dlsetup probe -i
+    ...)``) is read to its end. Raises OSError when it cannot be opened, DocumentError when it is a device,
+    socket or directory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)  # a FIFO's open never waits
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a device or socket"
+            raise DocumentError(f"is {kind}, not a file")
+        os.set_blocking(fd, True)  # a FIFO without a writer now reads as empty; one with a writer, to its end
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def decode(raw: bytes, *, max_bytes: int = MAX_BYTES) -> str:

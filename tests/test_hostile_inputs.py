@@ -337,3 +337,28 @@ def test_verify_cli_with_a_python_printing_braces_exits_1(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     checks = {c["id"]: c for c in json.loads(done.stdout)["checks"]}
     assert checks["framework.run"]["status"] == "fail" and "missing 'checks'" in checks["framework.run"]["message"]
+
+
+# -- config and report files: no device, no wait on a FIFO nobody writes to -------------------------------
+
+
+def test_config_and_report_from_a_pipe_a_lonely_fifo_or_a_device(tmp_path, documents):
+    read, write = os.pipe()  # what <(command) gives: a pipe with the data in it
+    os.write(write, b"cuda: '13.0'\n")
+    os.close(write)
+    try:
+        assert load_request(Path(f"/proc/self/fd/{read}")).cuda == "13.0"
+    finally:
+        os.close(read)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # nobody writes: read as empty at once, never waited on
+    assert load_request(fifo) == load_request(None)
+    with pytest.raises(UsageError, match="not JSON"):
+        read_inputs([fifo])
+    for device in ("/dev/zero", "/dev/null"):
+        with pytest.raises(UsageError, match=f"cannot read config {device}: it is a device or socket"):
+            load_request(Path(device))
+        with pytest.raises(UsageError, match=f"{device}: is a device or socket"):
+            read_inputs([Path(device)])
+    with pytest.raises(UsageError, match="is a directory"):
+        read_inputs([tmp_path])

@@ -11,6 +11,7 @@ from typing import Any, Optional, Tuple
 import yaml
 
 from dlsetup import paths
+from dlsetup.documents import DocumentError, read_input
 from dlsetup.errors import UsageError
 from dlsetup.paths import quote
 from dlsetup.storage import FILESYSTEMS, LEVELS, StorageRequest, array_request, storage_request
@@ -192,10 +193,11 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 def _read_config(config: Path) -> dict:
     try:
-        with open(config, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        raw = read_input(config, MAX_CONFIG_BYTES)
     except OSError as err:
         raise UsageError(f"cannot read config {config}: {err.strerror or err}") from None
+    except DocumentError as err:
+        raise UsageError(f"cannot read config {config}: it {err}") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise UsageError(f"config {config} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a dlsetup config")
     try:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import jinja2
 
-from dlsetup.documents import MAX_BYTES, DocumentError, decode, loads, problem
+from dlsetup.documents import MAX_BYTES, DocumentError, decode, loads, problem, read_input
 from dlsetup.errors import UsageError
 from dlsetup.paths import quote
 
@@ -111,12 +111,9 @@ def read_inputs(paths: Iterable[Path]) -> List[HostReport]:
     hosts: Dict[str, HostReport] = {}
     for path in paths:
         try:
-            with open(path, "rb") as fh:
-                raw = fh.read(MAX_BYTES + 1)
+            documents = _documents(path, decode(read_input(path, MAX_BYTES), max_bytes=MAX_BYTES))
         except OSError as err:
             raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
-        try:
-            documents = _documents(path, decode(raw, max_bytes=MAX_BYTES))
         except DocumentError as err:
             raise UsageError(f"{path}: {err}") from None
         for key, document in documents:
