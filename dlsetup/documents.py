@@ -111,10 +111,11 @@ PAYLOAD = {
 }
 
 #: What ``dlsetup verify --json`` prints: the workload's document with dlsetup's checks and verdict.
+_PAYLOAD_PROPERTIES: Dict[str, Any] = PAYLOAD["properties"]  # type: ignore[assignment]
 VERIFY = {
     **PAYLOAD,
     "required": ["kind", "checks"],
-    "properties": {**PAYLOAD["properties"], "kind": {"const": "verify"}, "venv": {"type": "string"},
+    "properties": {**_PAYLOAD_PROPERTIES, "kind": {"const": "verify"}, "venv": {"type": "string"},
                    "status": _STATUS},
 }
 
@@ -248,7 +249,7 @@ def _expected(error: Any) -> str:
         return "expected " + " or ".join(dict.fromkeys(_branch_type(b) for b in error.validator_value))
     if error.validator == "type":
         types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        return "expected " + " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+        return "expected " + " or ".join(_TYPE_WORDS.get(t, str(t)) for t in types)
     if error.validator == "required":
         missing = next((k for k in error.validator_value if k not in error.instance), "?")
         return f"missing {quote(missing)}"

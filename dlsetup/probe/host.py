@@ -117,8 +117,9 @@ class Host:
     @classmethod
     def bundle(cls, directory: Path) -> "Host":
         directory = Path(directory)
-        host = cls(directory, BundleRunner(directory), f"bundle:{directory}")
-        host.runner.notes = host.notes
+        runner = BundleRunner(directory)
+        host = cls(directory, runner, f"bundle:{directory}")
+        runner.notes = host.notes
         return host
 
     def note(self, message: str) -> None:

@@ -8,7 +8,6 @@ a page with inline CSS and SVG only: no scripts, no external assets, so it can b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
