@@ -24,8 +24,9 @@ from typing import Any, Dict, Optional
 
 from dlsetup.paths import quote
 
-#: No document dlsetup prints comes near this; a larger input is refused unread.
-MAX_BYTES = 64 * 1024 * 1024
+#: A probe document is a few KiB: this holds the ``probe -i`` of a fleet of thousands of hosts, and keeps
+#: what a hostile file can cost to parse to seconds and well under a GiB.
+MAX_BYTES = 16 * 1024 * 1024
 #: The host profile nests 5 levels; anything deeper than this is not a dlsetup document.
 MAX_DEPTH = 32
 
@@ -149,16 +150,18 @@ class DocumentError(ValueError):
 
 
 def _too_deep(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests deeper than ``limit`` containers (iterative: no recursion to exhaust)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+    """Whether ``value`` nests deeper than ``limit`` containers: level by level, no recursion to exhaust."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(limit):
+        following = []
+        for item in level:
+            for child in (item.values() if isinstance(item, dict) else item):
+                if isinstance(child, (dict, list)):
+                    following.append(child)
+        if not following:
+            return False
+        level = following
+    return bool(level)
 
 
 def read_input(path: "os.PathLike[str] | str", limit: int) -> bytes:
