@@ -15,6 +15,7 @@ the workload's document from the venv's own interpreter; neither trusts what it 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import stat
@@ -201,15 +202,21 @@ def decode(raw: bytes, *, max_bytes: int = MAX_BYTES) -> str:
 
 def loads(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse one JSON value, nesting at most ``max_depth`` deep, or a one-line :class:`DocumentError`."""
+    collecting = gc.isenabled()
+    gc.disable()  # millions of tiny containers would make each collection walk them all, again and again
     try:
         value = json.loads(text)
+        too_deep = _too_deep(value, max_depth)
     except json.JSONDecodeError as err:
         raise DocumentError(f"not JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
     except RecursionError:  # the parser's own guard, far deeper than max_depth
         raise DocumentError(f"nested deeper than {max_depth} levels: not a dlsetup document") from None
     except ValueError as err:  # an integer of more digits than Python converts
         raise DocumentError(f"not JSON: {quote(str(err), 100)}") from None
-    if _too_deep(value, max_depth):
+    finally:
+        if collecting:
+            gc.enable()
+    if too_deep:
         raise DocumentError(f"nested deeper than {max_depth} levels: not a dlsetup document")
     return value
 

@@ -77,7 +77,7 @@ class HostReport:
         return ("planned, not verified", "info") if "plan" in self.documents else ("not verified", "info")
 
 
-def _documents(path: Path, text: str) -> List[Tuple[Optional[str], Any]]:
+def _documents(path: Path, text: str) -> Iterable[Tuple[Optional[str], Any]]:
     """(host name from a ``{host: document}`` mapping or None, document) for each document in ``text``."""
     try:
         data = loads(text)
@@ -85,11 +85,11 @@ def _documents(path: Path, text: str) -> List[Tuple[Optional[str], Any]]:
         lines = [line for line in text.splitlines() if line.strip()]
         if not (str(err).startswith("not JSON: Extra data") and len(lines) > 1):
             raise
-        data = [loads(line) for line in lines]  # JSON lines: provision --json
+        return ((None, loads(line)) for line in lines)  # JSON lines (provision --json), lazily
     if isinstance(data, list):
-        return [(None, d) for d in data]
+        return ((None, d) for d in data)  # lazily: the first stranger stops it
     if isinstance(data, dict) and kind_of(data) is None and data and all(isinstance(v, dict) for v in data.values()):
-        return list(data.items())  # {host: document}
+        return data.items()  # {host: document}
     return [(None, data)]
 
 
@@ -104,33 +104,36 @@ def _shown(name: str) -> str:
     return name if len(name) <= 60 and name.isprintable() and name.strip() == name and name else quote(name, 60)
 
 
+def _read_file(path: Path, hosts: Dict[str, HostReport]) -> None:
+    for key, document in _documents(path, decode(read_input(path, MAX_BYTES), max_bytes=MAX_BYTES)):
+        kind = kind_of(document)
+        where = f"{path}" if key is None else f"{path}: host {_shown(key)}"
+        if kind is None:
+            raise UsageError(f"{where}: not the JSON of dlsetup probe, check, plan, verify or provision")
+        wrong = problem(kind, document)
+        if wrong is not None:
+            raise UsageError(f"{where}: {kind} document: {wrong}")
+        name = _name(kind, document, key)
+        report = hosts.setdefault(name, HostReport(name))
+        if kind == "failure":
+            report.documents.setdefault(kind, document)  # probe -i and check -i both say so
+            continue
+        if kind in report.documents:
+            raise UsageError(f"{where}: a second {kind} result for host {_shown(name)}")
+        report.documents[kind] = document
+
+
 def read_inputs(paths: Iterable[Path]) -> List[HostReport]:
     """Read, check and group the JSON files; a usage error names the file (and the field) that is
     unreadable, not recognised or of the wrong shape."""
     hosts: Dict[str, HostReport] = {}
     for path in paths:
         try:
-            documents = _documents(path, decode(read_input(path, MAX_BYTES), max_bytes=MAX_BYTES))
+            _read_file(path, hosts)
         except OSError as err:
             raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
         except DocumentError as err:
             raise UsageError(f"{path}: {err}") from None
-        for key, document in documents:
-            kind = kind_of(document)
-            where = f"{path}" if key is None else f"{path}: host {_shown(key)}"
-            if kind is None:
-                raise UsageError(f"{where}: not the JSON of dlsetup probe, check, plan, verify or provision")
-            wrong = problem(kind, document)
-            if wrong is not None:
-                raise UsageError(f"{where}: {kind} document: {wrong}")
-            name = _name(kind, document, key)
-            report = hosts.setdefault(name, HostReport(name))
-            if kind == "failure":
-                report.documents.setdefault(kind, document)  # probe -i and check -i both say so
-                continue
-            if kind in report.documents:
-                raise UsageError(f"{where}: a second {kind} result for host {_shown(name)}")
-            report.documents[kind] = document
     return sorted(hosts.values(), key=lambda r: r.host)
 
 
