@@ -24,14 +24,16 @@ and locks people out, over ``/var/lib/dpkg`` it loses the package database. So a
     temporary directories;
   * on a shared directory itself (a new directory below it is fine): :data:`SHARED_DIRS`, where other
     people's files or mounts live: ``/home`` and each home, ``/root``, ``/mnt``, ``/media``, ``/opt``;
-  * on any ancestor of either: ``/``, ``/var``, ``/var/lib``.
+  * on any ancestor of either: ``/``, ``/var``.
+``/var/lib`` is package, init and service state (dpkg, apt, systemd, a database's files), except the
+container engines' stores :data:`DATA_TREES` (``/var/lib/docker``, ``/var/lib/containers``,
+``/var/lib/containerd``): container images on a fast array is a classic, and is accepted.
 Accepted, for example: ``/data``, ``/scratch``, ``/srv``, ``/srv/datasets``, ``/mnt/data``,
-``/home/alice/datasets``, ``/opt/data``, ``/var/lib/docker`` and ``/var/lib/containers`` (container
-images on a fast array is a classic), ``/root/checkpoints``.
+``/home/alice/datasets``, ``/opt/data``, ``/var/lib/docker``, ``/root/checkpoints``.
 
 **The framework venv.** ``python3 -m venv PATH`` writes ``PATH/bin/python3`` and ``pyvenv.cfg`` and pip
 then installs into ``PATH/lib``: on ``/usr`` or ``/usr/local`` that overwrites the system's own Python.
-The venv is refused where a mount point is: in a system tree (below ``/usr``, the distribution's
+The venv is refused where a mount point is (the container stores included): in a system tree (below ``/usr``, the distribution's
 territory, and the cleaned ``/tmp`` and ``/var/tmp`` included), on a shared directory or an ancestor.
 
 **pip's index** (``--pip-index-url``) is an ``http://`` or ``https://`` URL with a host, or a
@@ -55,10 +57,12 @@ SYSTEM_TREES: Tuple[str, ...] = (
     "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/etc", "/boot", "/efi",
     "/dev", "/proc", "/sys", "/run", "/tmp", "/snap", "/lost+found",
     "/var/tmp", "/var/run", "/var/lock", "/var/log", "/var/spool", "/var/mail", "/var/backups",
-    "/var/crash", "/var/lib/dpkg", "/var/lib/apt", "/var/lib/rpm", "/var/lib/dnf", "/var/lib/systemd",
-    "/var/lib/ucf", "/var/cache/apt", "/var/cache/debconf", "/var/cache/ldconfig",
+    "/var/crash", "/var/lib", "/var/cache/apt", "/var/cache/debconf", "/var/cache/ldconfig",
     "/opt/rocm", "/opt/rocm-*", "/opt/nvidia",
 )
+#: Exceptions for mount points: container engines' stores, which a fast array is a classic for. (The rest
+#: of /var/lib is package, init and service state: dpkg, apt, systemd, a database's files.)
+DATA_TREES: Tuple[str, ...] = ("/var/lib/docker", "/var/lib/containers", "/var/lib/containerd")
 #: The directory itself holds others' files or mounts; a new directory below it is fine.
 SHARED_DIRS: Tuple[str, ...] = (
     "/home", "/home/*", "/root", "/mnt", "/media", "/media/*", "/opt", "/var/cache", "/var/opt",
@@ -130,29 +134,31 @@ def absolute_path(what: str, value: object) -> str:
     return "/" + "/".join(parts)
 
 
-def _refusal(path: str, trees: Iterable[str]) -> Optional[str]:
+def _refusal(path: str, trees: Iterable[str], allowed: Iterable[str] = ()) -> Optional[str]:
     """Why ``path`` is protected ("the system directory /etc", "inside ...", "above ..."), or None."""
     parts = _parts(path)
     if not parts:
         return "the root directory"
+    if any(_is_within(parts, tree) for tree in allowed):
+        return None
     for tree in trees:
         if _is_within(parts, tree):
             inside = "/" + "/".join(parts[:len(_parts(tree))])
             return f"the system directory {path}" if inside == path else f"inside the system directory {inside}"
         if _is_ancestor(parts, tree):
-            return f"above the system directory {tree}"
+            return f"the parent of the system directory {tree}"
     for shared in SHARED_DIRS:
         if _matches(parts, shared):
             return f"the shared directory {path}"
         if _is_ancestor(parts, shared):
-            return f"above the shared directory {shared}"
+            return f"the parent of the shared directory {shared}"
     return None
 
 
 def mount_point(value: object) -> str:
     """A mount point for a new, empty filesystem: normalised, or a UsageError naming why not."""
     path = absolute_path("storage: mount point", value)
-    why = _refusal(path, SYSTEM_TREES)
+    why = _refusal(path, SYSTEM_TREES, DATA_TREES)
     if why is not None:
         raise UsageError(f"storage: mount point {path} is {why}: an empty filesystem mounted there would "
                          f"hide the files kept there; use a directory of its own, e.g. /data")

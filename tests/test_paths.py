@@ -18,11 +18,13 @@ SYSTEM_MOUNTS = [
     "/", "/etc", "/etc/data", "/usr", "/usr/local", "/usr/local/data", "/boot", "/boot/efi", "/efi",
     "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/proc", "/sys", "/dev", "/dev/shm", "/run",
     "/run/data", "/tmp", "/tmp/data", "/var", "/var/lib", "/var/log", "/var/log/journal", "/var/tmp",
-    "/var/lib/dpkg", "/var/lib/apt/lists", "/var/lib/systemd", "/var/spool", "/var/cache", "/home",
+    "/var/lib/dpkg", "/var/lib/apt/lists", "/var/lib/systemd", "/var/lib/postgresql", "/var/lib/mysql/data",
+    "/var/spool", "/var/cache", "/var/cache/apt", "/home",
     "/home/alice", "/root", "/mnt", "/media", "/opt", "/opt/rocm", "/opt/rocm-7.2", "/opt/nvidia", "/snap",
 ]
 FREE_MOUNTS = ["/data", "/scratch", "/srv", "/srv/datasets", "/mnt/data", "/home/alice/datasets", "/opt/data",
-               "/var/lib/docker", "/var/lib/containers", "/root/checkpoints", "/data/v1.2_x-y+z@1"]
+               "/var/lib/docker", "/var/lib/containers", "/var/lib/containerd", "/var/lib/docker/volumes",
+               "/root/checkpoints", "/data/v1.2_x-y+z@1"]
 #: Characters fstab, Ansible's mount module, --storage or PATH cannot carry safely.
 INJECTED = ["\t", "\n", "\r", " ", "\x00", "\x0b", "\x1b", "\\", ":", "#", ",", "'", '"', "$", "*", "é", "\u2028"]
 
@@ -73,7 +75,8 @@ def test_paths_of_the_wrong_type_are_refused(value):
 
 @pytest.mark.parametrize("path", ["/", "/usr", "/usr/local", "/usr/local/venv", "/usr/lib/venv", "/bin", "/etc",
                                   "/etc/venv", "/boot", "/var", "/home", "/home/alice", "/root", "/opt", "/tmp/venv",
-                                  "/var/tmp/venv", "/lib", "/sbin", "/proc/x", "/sys", "/dev", "/run/venv"])
+                                  "/var/tmp/venv", "/lib", "/sbin", "/proc/x", "/sys", "/dev", "/run/venv",
+                                  "/var/lib/docker/venv"])
 def test_system_prefixes_are_refused_for_the_venv(path):
     with pytest.raises(UsageError, match=r"^venv .* (system|shared|root) directory"):
         paths.venv_path(path)
