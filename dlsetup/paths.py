@@ -135,7 +135,7 @@ def absolute_path(what: str, value: object) -> str:
 
 
 def _refusal(path: str, trees: Iterable[str], allowed: Iterable[str] = ()) -> Optional[str]:
-    """Why ``path`` is protected ("the system directory /etc", "inside ...", "above ..."), or None."""
+    """Why ``path`` is protected ("the system directory /etc", "inside ...", "the parent of ..."), or None."""
     parts = _parts(path)
     if not parts:
         return "the root directory"
