@@ -69,7 +69,7 @@ def test_inputs_grouped_per_host(inputs):
 def test_bad_inputs_are_usage_errors(inputs, tmp_path):
     (tmp_path / "bad.json").write_text("{nope")
     (tmp_path / "other.json").write_text('{"a": 1}')
-    for path, words in ((tmp_path / "bad.json", "is not JSON"), (tmp_path / "other.json", "not the JSON of"),
+    for path, words in ((tmp_path / "bad.json", "bad.json: not JSON"), (tmp_path / "other.json", "not the JSON of"),
                         (tmp_path / "missing.json", "cannot read")):
         with pytest.raises(UsageError, match=words):
             read_inputs([path])

@@ -10,8 +10,11 @@ from typing import Any, Optional, Tuple
 
 import yaml
 
+from dlsetup import paths
+from dlsetup.documents import DocumentError, read_input
 from dlsetup.errors import UsageError
-from dlsetup.storage import StorageRequest, parse_array_option, storage_request
+from dlsetup.paths import quote
+from dlsetup.storage import FILESYSTEMS, LEVELS, StorageRequest, array_request, storage_request
 
 DEFAULT_VENV = "/opt/dlsetup/venv"
 FRAMEWORKS = ("pytorch", "tensorflow", "jax")
@@ -62,23 +65,69 @@ def _key(name: str) -> str:
     return _ALIASES.get(key, key)
 
 
+#: A config file is a few lines; anything this large is not one (and is not read further).
+MAX_CONFIG_BYTES = 1024 * 1024
+_STORAGE_KEYS = ("arrays", "destroy_data")
+_ARRAY_KEYS = ("mountpoint", "level", "filesystem", "disks")
+#: More arrays or disks than any host has: the list is not a layout.
+_MAX_ITEMS = 64
+_NAME_TEXT = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
+
+
 def _as_tuple(name: str, value: Any) -> Tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+    if isinstance(value, (list, tuple)) and len(value) <= _MAX_ITEMS and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise UsageError(f"{name}: expected a name or a list of names, got {value!r}")
+    raise UsageError(f"{name}: expected a name or a list of names, got {quote(value)}")
+
+
+def _unknown(where: str, data: dict, known: Tuple[str, ...]) -> None:
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise UsageError(f"{where}: unknown key {quote(unknown[0])} (use {', '.join(known)})")
+
+
+def _array(data: Any, where: str) -> dict:
+    """One array of the storage layout, every field typed and the mount point checked by the path policy
+    (:mod:`dlsetup.paths`); the storage module then builds the :class:`ArrayRequest`."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: expected a mapping of {', '.join(_ARRAY_KEYS)}, got {quote(data)}")
+    _unknown(where, data, _ARRAY_KEYS)
+    level, filesystem, disks = data.get("level"), data.get("filesystem", "ext4"), data.get("disks", [])
+    if level is not None and (not isinstance(level, str) or level not in LEVELS):
+        raise UsageError(f"storage: RAID level {quote(level)} is unknown: use {', '.join(LEVELS)}")
+    if not isinstance(filesystem, str) or filesystem not in FILESYSTEMS:
+        raise UsageError(f"storage: filesystem {quote(filesystem)} is not supported: use {', '.join(FILESYSTEMS)}")
+    if (not isinstance(disks, list) or len(disks) > _MAX_ITEMS
+            or not all(isinstance(d, str) and _NAME_TEXT.match(d) for d in disks)):
+        raise UsageError(f"storage: disks must be a list of disk names, got {quote(disks)}")
+    return {"mountpoint": paths.mount_point(data.get("mountpoint", "/data")), "level": level,
+            "filesystem": filesystem, "disks": disks}
 
 
 def _storage(value: Any, from_file: bool) -> StorageRequest:
     """The config file's ``storage:`` (a mapping, or a list of arrays) or the ``--storage`` options."""
     if not from_file:
-        return StorageRequest(tuple(parse_array_option(text) for text in _as_tuple("storage", value)))
+        arrays = []
+        for text in _as_tuple("storage", value):
+            mountpoint, level, filesystem, disks = (text.split(":", 3) + ["", "", ""])[:4]
+            arrays.append(array_request(_array({"mountpoint": mountpoint, "level": level or None,
+                                                "filesystem": filesystem or "ext4",
+                                                "disks": [d for d in disks.split(",") if d]}, "--storage")))
+        return StorageRequest(tuple(arrays))
     if isinstance(value, list):
         value = {"arrays": value}
     if not isinstance(value, dict):
-        raise UsageError(f"storage: expected a mapping with arrays and destroy_data, got {value!r}")
-    return storage_request(value)
+        raise UsageError(f"storage: expected a mapping with arrays and destroy_data, got {quote(value)}")
+    _unknown("storage", value, _STORAGE_KEYS)
+    arrays = value.get("arrays", [{}])
+    if not isinstance(arrays, list) or not arrays or len(arrays) > _MAX_ITEMS:
+        raise UsageError(f"storage: arrays must be a non-empty list of mappings, got {quote(arrays)}")
+    checked = {"arrays": [_array(a, f"storage: array {i + 1}") for i, a in enumerate(arrays)]}
+    if "destroy_data" in value:
+        checked["destroy_data"] = value["destroy_data"]
+    return storage_request(checked)
 
 
 def _normalise(name: str, value: Any) -> Any:
@@ -89,29 +138,79 @@ def _normalise(name: str, value: Any) -> Any:
         if name == "container_runtimes":
             unknown = sorted(set(value) - set(RUNTIMES))
             if unknown:
-                raise UsageError(f"container runtime {unknown[0]!r} is unknown: use {', '.join(RUNTIMES)}")
+                raise UsageError(f"container runtime {quote(unknown[0])} is unknown: use {', '.join(RUNTIMES)}")
+        if name == "pip_find_links":
+            value = tuple(paths.find_links(v) for v in value)
         return value
     if name in ("container_toolkit", "pip_offline"):
         if not isinstance(value, bool):
-            raise UsageError(f"{name}: expected true or false, got {value!r}")
+            raise UsageError(f"{name}: expected true or false, got {quote(value)}")
         return value
+    if name == "venv_path":
+        return paths.venv_path(value)
+    if name == "pip_index_url":
+        return paths.index_url(value)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise UsageError(f"{name}: expected a string, got {value!r}")
+        raise UsageError(f"{name}: expected a string, got {quote(value)}")
     text = str(value).strip()
     if name in _FORMATS:
         pattern, example = _FORMATS[name]
         if not pattern.match(text):
-            raise UsageError(f"{name} {text!r} is not a version like {example!r} (quote it in YAML)")
+            raise UsageError(f"{name} {quote(text)} is not a version like {example!r} (quote it in YAML)")
     return text
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: no aliases (``*name``: an alias bomb expands into gigabytes as soon
+    as anything walks it, an error message included), no duplicate keys (which one wins is a guess)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {quote(key_node.value)}",
+                                                            key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One short line for a YAML error: what, and where (PyYAML's own text quotes the document)."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        problem = err.problem or err.context or "invalid YAML"
+        mark = err.problem_mark or err.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"{problem[:120]}{where}"
+    return (str(err).splitlines() or ["invalid YAML"])[0][:160]
 
 
 def _read_config(config: Path) -> dict:
     try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        raw = read_input(config, MAX_CONFIG_BYTES)
     except OSError as err:
         raise UsageError(f"cannot read config {config}: {err.strerror or err}") from None
+    except DocumentError as err:
+        raise UsageError(f"cannot read config {config}: it {err}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config {config} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a dlsetup config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"config {config} is not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start})") \
+            from None
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
-        raise UsageError(f"config {config} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UsageError(f"config {config} is not valid YAML: {_yaml_problem(err)}") from None
+    except RecursionError:
+        raise UsageError(f"config {config} is nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -127,11 +226,15 @@ def load_request(config: Optional[Path] = None, **cli_values: Any) -> Request:
     sources = [(_read_config(config) if config else {}, True)]
     sources.append(({k: v for k, v in cli_values.items() if v is not None and v != ()}, False))
     for mapping, from_file in sources:
+        given: dict[str, Any] = {}
         for raw, value in mapping.items():
             name = _key(str(raw))
+            where = f"config {config}" if from_file else "options"
             if name not in _FIELDS:
-                where = f"config {config}" if from_file else "options"
-                raise UsageError(f"{where}: unknown option {raw!r}")
+                raise UsageError(f"{where}: unknown option {quote(raw)}")
+            if name in given:
+                raise UsageError(f"{where}: {quote(given[name])} and {quote(raw)} are the same option")
+            given[name] = raw
             if value is None:
                 continue
             values[name] = _storage(value, from_file) if name == "storage" else _normalise(name, value)

@@ -16,6 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from dlsetup.probe.util import read_regular
+
 #: Files larger than this are not read (a garbage bundle must not exhaust memory).
 MAX_READ_BYTES = 16 * 1024 * 1024
 #: Seconds a command may take before it counts as failed (a hung NFS mount must not hang the probe).
@@ -84,27 +86,18 @@ class BundleRunner(Runner):
 
     def __init__(self, root: Path):
         self.root = root
+        self.notes: List[str] = []  #: shared with the Host that reads this bundle
 
     def run(self, name: str, argv: Sequence[str]) -> Optional[str]:
-        return _read_text(self.root / "cmd" / f"{name}.out")
+        return _read_text(self.root / "cmd" / f"{name}.out", self.notes, f"cmd/{name}.out")
 
 
-def _read_text(path: Path) -> Optional[str]:
-    chunks, total = [], 0
-    try:
-        with open(path, "rb") as fh:
-            # in chunks: procfs sysctl files refuse one huge read (ENOMEM)
-            while True:
-                chunk = fh.read(65536)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > MAX_READ_BYTES:
-                    return None
-                chunks.append(chunk)
-    except (OSError, ValueError):
-        return None
-    return b"".join(chunks).decode("utf-8", "replace")
+def _read_text(path: Path, notes: Optional[List[str]] = None, name: str = "") -> Optional[str]:
+    """The file's text, or None; a FIFO, device, socket or oversized file is noted, never waited on."""
+    data, why = read_regular(path, MAX_READ_BYTES)
+    if why is not None and notes is not None:
+        notes.append(f"{name or path}: {why}; not read")
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 class Host:
@@ -124,7 +117,10 @@ class Host:
     @classmethod
     def bundle(cls, directory: Path) -> "Host":
         directory = Path(directory)
-        return cls(directory, BundleRunner(directory), f"bundle:{directory}")
+        runner = BundleRunner(directory)
+        host = cls(directory, runner, f"bundle:{directory}")
+        runner.notes = host.notes
+        return host
 
     def note(self, message: str) -> None:
         self.notes.append(message)
@@ -137,14 +133,13 @@ class Host:
         return self.root / host_path.lstrip("/")
 
     def read(self, host_path: str) -> Optional[str]:
-        return _read_text(self.path(host_path))
+        return _read_text(self.path(host_path), self.notes, host_path)
 
     def read_bytes(self, host_path: str, limit: int = 4096) -> Optional[bytes]:
-        try:
-            with open(self.path(host_path), "rb") as fh:
-                return fh.read(limit)
-        except OSError:
-            return None
+        data, why = read_regular(self.path(host_path), limit, whole=False)
+        if why is not None:
+            self.note(f"{host_path}: {why}; not read")
+        return data
 
     def listdir(self, host_path: str) -> List[str]:
         try:

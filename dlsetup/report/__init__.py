@@ -1,36 +1,49 @@
 """``dlsetup report``: one self-contained HTML page from the JSON of probe, check, plan and verify.
 
-Each input is recognised by its keys, grouped per host name, and rendered with jinja2 (autoescaped) into
+Each input is recognised by its keys, checked against the shape of its kind (:mod:`dlsetup.documents`:
+a wrong type is one line naming the file and the field, never a traceback mid-render), grouped per
+host name (a ``{host: document}`` mapping's key names its hosts), and rendered with jinja2 (autoescaped) into
 a page with inline CSS and SVG only: no scripts, no external assets, so it can be mailed or archived.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import jinja2
 
+from dlsetup.documents import MAX_BYTES, DocumentError, decode, loads, problem, read_input
 from dlsetup.errors import UsageError
+from dlsetup.paths import quote
 
-KINDS = ("probe", "check", "plan", "verify")
+KINDS = ("probe", "check", "plan", "verify", "provision")
+
+#: What an input file may hold: one document, a list of them, ``{host: document}`` (probe -i, check -i),
+#: or one document per line (provision --json).
+_FAILURE_KEYS = {"host", "status", "message"}
 
 
 def kind_of(document: Any) -> Optional[str]:
-    """Which command wrote ``document``: "probe", "check", "plan", "verify", or None."""
+    """Which command wrote ``document``: "probe", "check", "plan", "verify", "provision" (one line of
+    ``provision --json``), "failure" (a host ``probe -i``/``check -i`` could not probe), or None."""
     if not isinstance(document, dict):
         return None
-    if document.get("kind") == "verify" and isinstance(document.get("checks"), list):
+    if document.get("kind") == "verify":
         return "verify"
-    if isinstance(document.get("findings"), list):
+    if "findings" in document:
         return "check"
     if "roles" in document and "decisions" in document:
         return "plan"
     if "schema_version" in document and "gpus" in document:
         return "probe"
+    if "roles" in document and "changed" in document and "status" in document:
+        return "provision"
+    if set(document) == _FAILURE_KEYS:
+        return "failure"
     return None
 
 
@@ -53,31 +66,78 @@ class HostReport:
         check = self.documents.get("check")
         if check is not None and any(f["severity"] == "fail" for f in check["findings"]):
             return "blocked", "fail"
+        provision = self.documents.get("provision")
+        if provision is not None and provision["status"] in ("failed", "unreachable"):
+            return f"provision {provision['status']}", "fail"
+        failure = self.documents.get("failure")
+        if failure is not None and not self.documents.keys() - {"failure"}:
+            return failure["status"], "fail"
+        if provision is not None:
+            return "provisioned, not verified", "info"
         return ("planned, not verified", "info") if "plan" in self.documents else ("not verified", "info")
 
 
+def _documents(path: Path, text: str) -> Iterable[Tuple[Optional[str], Any]]:
+    """(host name from a ``{host: document}`` mapping or None, document) for each document in ``text``."""
+    try:
+        data = loads(text)
+    except DocumentError as err:
+        lines = [line for line in text.splitlines() if line.strip()]
+        if not (str(err).startswith("not JSON: Extra data") and len(lines) > 1):
+            raise
+        return ((None, loads(line)) for line in lines)  # JSON lines (provision --json), lazily
+    if isinstance(data, list):
+        return ((None, d) for d in data)  # lazily: the first stranger stops it
+    if isinstance(data, dict) and kind_of(data) is None and data and all(isinstance(v, dict) for v in data.values()):
+        return data.items()  # {host: document}
+    return [(None, data)]
+
+
+def _name(kind: str, document: Dict[str, Any], key: Optional[str]) -> str:
+    if key is not None:  # the inventory's name for the host, as the mapping keys it
+        return key
+    return document.get("hostname" if kind == "probe" else "host") or "(unnamed host)"
+
+
+def _shown(name: str) -> str:
+    """A host name for a message: as it is when short and printable, else quoted and cut."""
+    return name if len(name) <= 60 and name.isprintable() and name.strip() == name and name else quote(name, 60)
+
+
+def _read_file(path: Path, hosts: Dict[str, HostReport]) -> None:
+    for key, document in _documents(path, decode(read_input(path, MAX_BYTES), max_bytes=MAX_BYTES)):
+        kind = kind_of(document)
+        where = f"{path}" if key is None else f"{path}: host {_shown(key)}"
+        if kind is None:
+            raise UsageError(f"{where}: not the JSON of dlsetup probe, check, plan, verify or provision")
+        wrong = problem(kind, document)
+        if wrong is not None:
+            raise UsageError(f"{where}: {kind} document: {wrong}")
+        name = _name(kind, document, key)
+        report = hosts.setdefault(name, HostReport(name))
+        if kind == "failure":
+            report.documents.setdefault(kind, document)  # probe -i and check -i both say so
+            continue
+        if kind in report.documents:
+            raise UsageError(f"{where}: a second {kind} result for host {_shown(name)}")
+        report.documents[kind] = document
+
+
 def read_inputs(paths: Iterable[Path]) -> List[HostReport]:
-    """Read and group the JSON files; a usage error names a file that is unreadable or not recognised."""
+    """Read, check and group the JSON files; a usage error names the file (and the field) that is
+    unreadable, not recognised or of the wrong shape."""
     hosts: Dict[str, HostReport] = {}
     for path in paths:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            _read_file(path, hosts)
         except OSError as err:
-            raise UsageError(f"cannot read {path}: {err.strerror or err}") from err
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UsageError(f"{path} is not JSON: {err}") from err
-        for document in data if isinstance(data, list) else [data]:
-            kind = kind_of(document)
-            if kind is None:
-                raise UsageError(f"{path}: not the JSON of dlsetup probe, check, plan or verify")
-            name = document.get("hostname" if kind == "probe" else "host") or "(unnamed host)"
-            report = hosts.setdefault(name, HostReport(name))
-            if kind in report.documents:
-                raise UsageError(f"{path}: a second {kind} result for host {name}")
-            report.documents[kind] = document
+            raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
+        except DocumentError as err:
+            raise UsageError(f"{path}: {err}") from None
     return sorted(hosts.values(), key=lambda r: r.host)
 
 
+@lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("dlsetup.report"), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined)

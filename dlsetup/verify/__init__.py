@@ -7,12 +7,13 @@ count) and compares the achieved figures with the card's datasheet peak.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from dlsetup.documents import DocumentError, loads, problem
 from dlsetup.errors import UsageError
+from dlsetup.paths import quote
 from dlsetup.model import HostProfile
 from dlsetup.verify.checks import Check, PeakSpec, compare_with_peaks, device_count_check, driver_checks, \
     make, tool_checks
@@ -37,17 +38,25 @@ def run_payload(python: Path, quick: bool, data_dir: Path) -> Dict[str, Any]:
     """Run the payload with ``python``; its JSON document, or one with a failed check saying why not."""
     command = [str(python), str(PAYLOAD), "--json", "--data-dir", str(data_dir)] + (["--quick"] if quick else [])
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S[quick], check=False)
+        done = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S[quick],
+                              check=False)
     except subprocess.TimeoutExpired:
         return _broken(python, quick, f"the workload did not finish within {TIMEOUT_S[quick]} s")
     except OSError as err:
         return _broken(python, quick, f"cannot run {python}: {err.strerror or err}")
     lines = done.stdout.strip().splitlines()
-    try:
-        document = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
+    if not lines:
         tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        return _broken(python, quick, f"the workload crashed: {tail}")
+        return _broken(python, quick, f"the workload crashed: {tail.strip()[:200]}")
+    try:
+        document = loads(lines[-1])
+    except DocumentError as err:
+        return _broken(python, quick, f"the workload printed no verify result ({err}, in {quote(lines[-1], 40)}): "
+                                      f"{python} does not behave like Python 3.9 or newer")
+    wrong = problem("payload", document)
+    if wrong is not None:
+        return _broken(python, quick, f"the workload printed no verify result ({wrong}): {python} does "
+                                      f"not behave like Python 3.9 or newer")
     return document
 
 
