@@ -126,6 +126,10 @@ class Project:
                   and (accepted is None or (tags & accepted and _admits(f.requires_python, python or "")))}
         return tuple(sorted(labels))
 
+    def labels(self) -> Tuple[str, ...]:
+        """Every local label ("cu130", "rocm7.2") any wheel of this page carries."""
+        return tuple(sorted({v.local for v, _, f in self._wheels() if v.local and not f.yanked}))
+
     def uploaded(self, version: str) -> Optional[str]:
         """The date ("YYYY-MM-DD") the first file of ``version`` was uploaded, when the index says."""
         want = Version(version).public
@@ -404,3 +408,20 @@ def pages(names: Iterable[str], settings: PipSettings, pytorch_base: Optional[st
     if pytorch_base:
         out[PYTORCH] = [project_url(pytorch_base, "torch")]
     return out
+
+
+def ask(frameworks: Sequence[str], *, index_url: Optional[str] = None, pytorch_base: Optional[str] = None,
+        cuda: bool = False, rocm: bool = False, timeout: Optional[float] = None,
+        python: str = sys.executable) -> LiveIndex:
+    """What the indexes say about the projects a plan for ``frameworks`` needs (``cuda``: also the CUDA
+    runtime's releases; ``rocm``: PyTorch's index for its ROCm builds). ``index_url`` (--pip-index-url)
+    replaces pip's indexes, and then PyTorch's own index is not asked either."""
+    now = datetime.now(timezone.utc)
+    settings = pip_settings(index_url, python)
+    if settings is None:
+        return LiveIndex("", now.date().isoformat(), {}, ("pip names no package index",))
+    names = [n for f, n in (("pytorch", "torch"), ("tensorflow", "tensorflow"), ("jax", "jax")) if f in frameworks]
+    if cuda:
+        names.append("nvidia-cuda-runtime")
+    vendor = pytorch_base if pytorch_base and not index_url and ("pytorch" in frameworks or rocm) else None
+    return lookup(pages(names, settings, vendor), settings, timeout=timeout, now=now)
