@@ -410,17 +410,40 @@ def pages(names: Iterable[str], settings: PipSettings, pytorch_base: Optional[st
     return out
 
 
+def find_links_project(name: str, directories: Sequence[str], today: str) -> Optional[Project]:
+    """``name``'s wheels in local --find-links directories, as an index page (what pip --no-index sees)."""
+    from packaging.utils import canonicalize_name
+
+    files = []
+    for directory in directories:
+        path = Path(directory)
+        if not path.is_dir():
+            continue
+        for entry in sorted(path.iterdir()):
+            try:
+                project = parse_wheel_filename(entry.name)[0] if entry.name.endswith(".whl") else None
+            except (InvalidWheelFilename, InvalidVersion):
+                continue
+            if project == canonicalize_name(name):
+                files.append(IndexFile(entry.name))
+    return Project(name, " ".join(directories), today, tuple(files)) if files else None
+
+
 def ask(frameworks: Sequence[str], *, index_url: Optional[str] = None, pytorch_base: Optional[str] = None,
-        cuda: bool = False, rocm: bool = False, timeout: Optional[float] = None,
-        python: str = sys.executable) -> LiveIndex:
+        cuda: bool = False, rocm: bool = False, find_links: Sequence[str] = (), no_index: bool = False,
+        timeout: Optional[float] = None, python: str = sys.executable) -> LiveIndex:
     """What the indexes say about the projects a plan for ``frameworks`` needs (``cuda``: also the CUDA
     runtime's releases; ``rocm``: PyTorch's index for its ROCm builds). ``index_url`` (--pip-index-url)
-    replaces pip's indexes, and then PyTorch's own index is not asked either."""
+    replaces pip's indexes, and then PyTorch's own index is not asked either. ``no_index`` (--pip-offline):
+    only the local ``find_links`` directories are read, nothing is asked over the network."""
     now = datetime.now(timezone.utc)
+    names = [n for f, n in (("pytorch", "torch"), ("tensorflow", "tensorflow"), ("jax", "jax")) if f in frameworks]
+    if no_index:
+        local = {n: p for n in names if (p := find_links_project(n, find_links, now.date().isoformat()))}
+        return LiveIndex("", now.date().isoformat(), local, ())
     settings = pip_settings(index_url, python)
     if settings is None:
         return LiveIndex("", now.date().isoformat(), {}, ("pip names no package index",))
-    names = [n for f, n in (("pytorch", "torch"), ("tensorflow", "tensorflow"), ("jax", "jax")) if f in frameworks]
     if cuda:
         names.append("nvidia-cuda-runtime")
     vendor = pytorch_base if pytorch_base and not index_url and ("pytorch" in frameworks or rocm) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any, Optional
@@ -65,12 +66,13 @@ def plan(from_bundle: Optional[Path], config: Optional[Path], as_json: bool, emi
 
 
 def live_facts(request: Any) -> Any:
-    """What the package indexes publish for ``request`` (a :class:`dlsetup.pkgindex.LiveIndex`), or None when
-    the request says --offline or installs from local wheels only (--pip-offline)."""
-    if request.offline or request.pip_offline:
+    """What the package indexes publish for ``request`` (a :class:`dlsetup.pkgindex.LiveIndex`), or None with
+    --offline (or DLSETUP_OFFLINE=1). With --pip-offline only the --pip-find-links directories are read."""
+    if request.offline or os.environ.get("DLSETUP_OFFLINE") == "1":
         return None
     from dlsetup import pkgindex
     from dlsetup.plan import compat
 
     return pkgindex.ask(request.frameworks, index_url=request.pip_index_url,
-                        pytorch_base=compat.load().torch_index_base, cuda=bool(request.cuda), rocm=bool(request.rocm))
+                        pytorch_base=compat.load().torch_index_base, cuda=bool(request.cuda), rocm=bool(request.rocm),
+                        find_links=request.pip_find_links, no_index=request.pip_offline)

@@ -155,6 +155,7 @@ class _Planner:
         self.extra_index_urls: List[str] = []
         self.torch: Optional[TorchRelease] = None
         self.torch_pick: Optional[_Release] = None
+        self.cuda: Optional[Cuda] = None  #: the --cuda release (a table row, or an unverified newer one)
         #: the NVIDIA GPUs' (architectures, compute capabilities), to pick a torch release that has a build
         self.gpu_fit: Optional[Tuple[Tuple[Architecture, ...], Tuple[str, ...]]] = None
         self.destroys: List[str] = []
@@ -312,6 +313,7 @@ class _Planner:
         cuda = None
         if r.cuda:
             cuda = self.data.cuda_release(r.cuda) or self.newer_cuda(r.cuda)
+            self.cuda = cuda
             for arch in archs:
                 if vtuple(min_cc) < vtuple(cuda.min_cc) or not arch.allows_cuda(cuda.version):
                     raise PlanConflict(
@@ -631,9 +633,18 @@ class _Planner:
 
     def torch_release(self, python: str) -> TorchRelease:
         fit = self.gpu_fit
+        pinned = self.data.branch(int(self.request.driver_branch)) if self.request.driver_branch else None
+
+        def usable(row: TorchRelease) -> bool:
+            """A build for these GPUs that the --driver-branch asked for runs (if one was)."""
+            builds = self.torch_builds(row, *fit) if fit else []
+            if pinned:
+                builds = [c for c in builds if vtuple(c.version) <= vtuple(pinned.max_cuda)
+                          or (pinned.branch,) >= vtuple(c.compat_min_driver)]
+            return not fit or bool(builds)
+
         pick = self.framework_release("torch", self.data.torch, self.data.torch_default, self.request.torch, python,
-                                      "--torch", "torch", self.torch_synth,
-                                      lambda row: not fit or bool(self.torch_builds(row, *fit)))
+                                      "--torch", "torch", self.torch_synth, usable)
         self.torch_pick = pick
         self.decide_release("torch", "pytorch", pick)
         return pick.row
@@ -844,7 +855,7 @@ class _Planner:
                                       rocm: Optional[str]) -> None:
         r = self.request
         if r.cuda:
-            cuda = self.data.cuda_release(r.cuda)
+            cuda = self.cuda
             assert cuda is not None and nvidia is not None  # resolve_nvidia checked both
             self.roles.add("cuda_toolkit")
             repo = self.repository("cuda", system)
