@@ -446,7 +446,7 @@ class _Planner:
             raise PlanConflict(f"{what} {wanted} is not in the compatibility tables: use {option} with one of {names}")
         if project is not None and published is not None:
             if line not in published:
-                raise PlanConflict(f"{what} {wanted} is neither in the compatibility tables nor published on "
+                raise PlanConflict(f"{what} {wanted} is not in the compatibility tables and not published on "
                                    f"{project.url} (as of {project.as_of}): use {option} with one of {names}")
             where = f"{project.url} lists it (as of {project.as_of})"
             self.cite(f"index:{project_name}")
