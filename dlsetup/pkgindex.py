@@ -216,7 +216,7 @@ def redact(url: str) -> str:
     """``url`` without user:password."""
     parts = urllib.parse.urlsplit(url)
     if parts.username or parts.password:
-        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+        parts = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
     return urllib.parse.urlunsplit(parts)
 
 

@@ -17,9 +17,10 @@ from dataclasses import replace
 import pytest
 
 from dlsetup.model import GPU, HostProfile, NvidiaState, OSInfo
-from dlsetup.plan import PlanConflict, Request, make_plan
-from dlsetup.plan import compat
+from dlsetup.pkgindex import PYTORCH, LiveIndex, Project, parse_page
+from dlsetup.plan import PlanConflict, Request, compat, make_plan
 from tests.conftest import H100_BUNDLE
+from tests.index_server import FIXTURES, JSON_TYPE, with_unknown_torch
 
 UBUNTU2404 = OSInfo(id="ubuntu", version_id="24.04", codename="noble", arch="x86_64")
 UBUNTU2204 = OSInfo(id="ubuntu", version_id="22.04", codename="jammy", arch="x86_64")
@@ -301,9 +302,6 @@ def test_frameworks_packages_come_in_the_common_apt_transaction(system):
 
 # -- freshness: live index answers, the driver policy, versions newer than the tables ----------------
 
-from dlsetup.pkgindex import PYTORCH, LiveIndex, Project, parse_page  # noqa: E402
-from tests.index_server import FIXTURES, JSON_TYPE, with_unknown_torch  # noqa: E402
-
 TODAY = "2026-11-28"
 
 
@@ -368,8 +366,8 @@ def test_unknown_torch_on_the_index_is_planned_unverified_with_a_warning():
     assert plan.variables["frameworks_packages"] == ["torch==2.16.*"]
     assert decision(plan, "torch build").choice == "cu130"  # builds assumed like the newest known release
     # PyTorch's index lists 2.16.0's builds: cu134 is not in the CUDA table, cu130 is
-    with_vendor = make_plan(A100, Request(torch="2.16", python="3.12"), live("torch", torch_doc=with_unknown_torch(), vendor=True),
-                            TODAY)
+    facts = live("torch", torch_doc=with_unknown_torch(), vendor=True)
+    with_vendor = make_plan(A100, Request(torch="2.16", python="3.12"), facts, TODAY)
     assert decision(with_vendor, "torch build").choice == "cu130"
 
 

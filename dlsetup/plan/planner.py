@@ -22,10 +22,22 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dlsetup.errors import UsageError
 from dlsetup.model import GPU, HostProfile
-from dlsetup.plan import compat
 from dlsetup.pkgindex import PYTORCH, LiveIndex, Project
-from dlsetup.plan.compat import (NEXT_BRANCH_STEP, Architecture, Compat, Cuda, DriverBranch, OSEntry, RocmRelease,
-                                 TensorflowRelease, TorchRelease, minor, next_lines, vtuple)
+from dlsetup.plan import compat
+from dlsetup.plan.compat import (
+    NEXT_BRANCH_STEP,
+    Architecture,
+    Compat,
+    Cuda,
+    DriverBranch,
+    OSEntry,
+    RocmRelease,
+    TensorflowRelease,
+    TorchRelease,
+    minor,
+    next_lines,
+    vtuple,
+)
 from dlsetup.plan.request import FRAMEWORKS, Request
 from dlsetup.storage import propose_layout, refusals
 
@@ -597,6 +609,7 @@ class _Planner:
             lines_seen.add(line)
             if line not in by_line and vtuple(line) < vtuple(newest_known):
                 continue  # older than the tables and not in them: not planned by default
+            assert index is not None
             row = by_line.get(line) or synth(line, python)
             if not usable(row):
                 skipped.append(str(newest))
@@ -681,6 +694,7 @@ class _Planner:
         else:
             tag = "cpu"
             self.decide("torch build", tag, "no usable GPU: the CPU build", "rule:cpu-only")
+        assert self.torch_pick is not None
         self.packages.append(_pin("torch", self.torch_pick.version, self.torch_pick.exact))
         self.add_index(f"{self.data.torch_index_base}/{tag}")
 
@@ -764,7 +778,7 @@ class _Planner:
         newest = index.newest(python) if index else None
         if newest is not None and rows and newest.release < vtuple(rows[-1].version) and variant:
             newest = None  # older than every release the tables know to carry this extra: not trusted
-        if newest is not None:
+        if newest is not None and index is not None:
             requirement = _pin(name, str(newest), False)
             self.decide("jax", requirement, f"{why}; {newest} is the newest jax on {index.url} for Python {python}",
                         f"jax:{variant.extra}" if variant else "rule:cpu-only", "index:jax")
