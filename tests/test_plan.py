@@ -486,9 +486,11 @@ def test_a_loaded_driver_newer_than_the_tables_is_kept():
     assert "newer than dlsetup's data" in d.reason and "never replaced by an older branch" in d.reason
     assert "nvidia_driver" not in plan.roles and plan.reboot_required is False
     assert any("630.10.02 is newer than dlsetup's data" in w for w in plan.warnings)
-    # asked for a branch explicitly: the request wins
-    assert choice(make_plan(profile, Request(driver_branch="595"), None, TODAY), "driver") == (
-        "install branch 595", "nvidia:branch-595")
+    # asked for a branch explicitly: the request wins, and the plan says why the loaded one goes
+    asked = make_plan(profile, Request(driver_branch="595"), None, TODAY)
+    assert [(d.choice, d.reason) for d in asked.decisions if d.topic == "driver"] == [
+        ("replace 630.10.02", "--driver-branch 595 was asked for"),
+        ("install branch 595", "pinned by the request (production)")]
 
 
 def test_end_of_life_branch_asked_for_is_planned_with_a_warning():

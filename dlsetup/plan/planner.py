@@ -481,8 +481,10 @@ class _Planner:
         # a driver newer than the tables is kept: replacing it would install an older branch
         newer = known is None and branch > newest.branch and not self.request.driver_branch
         why_not = None
-        if all(b.branch != branch for b in allowed) and not newer:
-            why_not = f"branch {branch} does not fit the GPUs or the requested branch"
+        if self.request.driver_branch and int(self.request.driver_branch) != branch:
+            why_not = f"--driver-branch {self.request.driver_branch} was asked for"
+        elif all(b.branch != branch for b in allowed) and not newer:
+            why_not = f"branch {branch} does not fit the GPUs"
         elif cuda and not newer and vtuple(version) < vtuple(cuda.toolkit_min_driver):
             why_not = f"CUDA {cuda.version} needs driver >= {cuda.toolkit_min_driver}"
         elif any(a.open_modules_required for a in archs) and state.kernel_module_flavor == "proprietary":
