@@ -199,3 +199,17 @@ def test_a_newer_loaded_driver_keeps_its_place(fixtures_dir, tmp_path):
     driver = next(d for d in plan["decisions"] if d["topic"] == "driver")
     assert (driver["choice"], driver["rule"]) == (f"keep {version}", "rule:keep-newer-driver")
     assert "nvidia_driver" not in plan["roles"] and plan["reboot_required"] is False
+
+
+def test_pip_offline_plans_what_the_find_links_hold(fixtures_dir, tmp_path):
+    """--pip-offline installs only from the wheels given: the plan picks the torch they hold."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "torch-2.13.0+cpu-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    env = {k: v for k, v in os.environ.items() if k != "DLSETUP_OFFLINE"}
+    result = run(*LIVE, "--json", "--pip-offline", "--pip-find-links", str(wheels), env=env)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    torch = torch_decision(plan)
+    assert (torch["choice"], torch["source"]) == ("2.13.0", "index:torch")
+    assert plan["variables"]["frameworks_packages"] == ["torch==2.13.*"]
