@@ -4,7 +4,7 @@ Two halves. :class:`Project` and :class:`LiveIndex` are pure data with the quest
 ("the newest torch with a wheel for CPython 3.12 on x86_64 Linux", "which cuXYZ builds does 2.15.0 have");
 the planner reads them like the shipped tables. :func:`lookup` is the I/O: it asks the indexes the user's
 pip is configured with (``pip config``, ``PIP_INDEX_URL``, ``--pip-index-url``; pip's own default when none
-is set) through the simple repository API (PEP 691 JSON, PEP 503 HTML), honouring pip's ``cert``,
+is set; read the way pip reads them) through the simple repository API (PEP 691 JSON, PEP 503 HTML), honouring pip's ``cert``,
 ``client-cert`` and ``proxy`` settings and the usual proxy variables. Answers are cached under
 ``$XDG_CACHE_HOME/dlsetup/index`` with the time they were fetched; an index that does not answer within
 the timeout (``DLSETUP_INDEX_TIMEOUT`` seconds, a few by default) leaves a failure note, and the planner
@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import ssl
-import subprocess
 import sys
 import urllib.error
 import urllib.parse
@@ -39,6 +38,7 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 DEFAULT_TIMEOUT = 3.0  #: seconds for all lookups together; DLSETUP_INDEX_TIMEOUT overrides
 CACHE_TTL = timedelta(hours=12)  #: a cached answer younger than this is used without asking again
+FAILURE_TTL = timedelta(minutes=5)  #: an index that failed is not asked again for this long
 MAX_BYTES = 32 * 1024 * 1024  #: an answer larger than this is not an index page
 #: the oldest glibc of the systems dlsetup plans (Ubuntu 22.04: 2.35); newer manylinux wheels are not used
 GLIBC = (2, 35)
@@ -163,50 +163,62 @@ class PipSettings:
     proxy: Optional[str] = None
 
 
-def _pip_config(python: str) -> Dict[str, str]:
-    """``pip config list`` of ``python``'s pip: {"global.index-url": ..., ":env:.cert": ...}."""
-    try:
-        out = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=10,
-                             env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    values = {}
-    for line in out.stdout.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            values[key.strip()] = value.strip().strip("'\"")
+def _pip_config_files() -> List[Path]:
+    """pip's configuration files in the order pip loads them (a later one wins): global (XDG_CONFIG_DIRS, then
+    /etc), user (~/.pip, then XDG_CONFIG_HOME), site (the environment's prefix), then PIP_CONFIG_FILE."""
+    env_file = os.environ.get("PIP_CONFIG_FILE")
+    if env_file == os.devnull:
+        return []  # pip: PIP_CONFIG_FILE=os.devnull loads no file at all
+    xdg_dirs = [d for d in os.environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep) if d]
+    home = Path.home()
+    user_dir = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    files = [Path(d) / "pip" / "pip.conf" for d in xdg_dirs] + [Path("/etc/pip.conf")]
+    files += [home / ".pip" / "pip.conf", user_dir / "pip" / "pip.conf", Path(sys.prefix) / "pip.conf"]
+    if env_file:
+        files.append(Path(env_file))
+    return files
+
+
+def _pip_config() -> Dict[str, str]:
+    """What ``pip install`` reads from its configuration: option -> value, files first (``[global]`` then
+    ``[install]``, later files winning), then ``PIP_<OPTION>`` environment variables."""
+    import configparser
+
+    values: Dict[str, str] = {}
+    for path in _pip_config_files():
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        for section in ("global", "install"):
+            if parser.has_section(section):
+                values.update({k.replace("_", "-"): v for k, v in parser.items(section)})
+    for key, value in os.environ.items():
+        if key.startswith("PIP_") and key != "PIP_CONFIG_FILE":
+            values[key[4:].lower().replace("_", "-")] = value
     return values
 
 
-def _pip_default_index(python: str) -> Optional[str]:
+def _pip_default_index() -> Optional[str]:
     """The index pip uses when none is configured, as pip itself names it."""
     try:
-        out = subprocess.run([python, "-c", "from pip._internal.models.index import PyPI; print(PyPI.simple_url)"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
+        from pip._internal.models.index import PyPI
+    except ImportError:
         return None
-    url = out.stdout.strip()
-    return url if out.returncode == 0 and url.startswith(("http://", "https://")) else None
+    url = getattr(PyPI, "simple_url", None)
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
-def _setting(config: Mapping[str, str], name: str) -> Optional[str]:
-    """pip's precedence: environment, then the install command's section, then global."""
-    for section in (":env:", "install", "global"):
-        if f"{section}.{name}" in config:
-            return config[f"{section}.{name}"]
-    return None
-
-
-def pip_settings(index_url: Optional[str] = None, python: str = sys.executable) -> Optional[PipSettings]:
-    """The indexes and TLS/proxy settings ``python``'s pip uses; ``index_url`` (--pip-index-url) wins.
-    None when no index can be named (pip missing and nothing configured)."""
-    config = _pip_config(python)
-    url = index_url or _setting(config, "index-url") or _pip_default_index(python)
+def pip_settings(index_url: Optional[str] = None) -> Optional[PipSettings]:
+    """The indexes and TLS/proxy settings pip uses here; ``index_url`` (--pip-index-url) wins. None when no
+    index can be named (pip missing and nothing configured)."""
+    config = _pip_config()
+    url = index_url or config.get("index-url") or _pip_default_index()
     if not url:
         return None
-    extras = () if index_url else tuple((_setting(config, "extra-index-url") or "").split())
-    return PipSettings(url, extras, _setting(config, "cert"), _setting(config, "client-cert"),
-                       _setting(config, "proxy"))
+    extras = () if index_url else tuple(config.get("extra-index-url", "").split())
+    return PipSettings(url.strip(), extras, config.get("cert"), config.get("client-cert"), config.get("proxy"))
 
 
 # -- fetching -------------------------------------------------------------------------------------
@@ -343,6 +355,27 @@ def _write_cache(path: Path, url: str, fetched: datetime, files: Sequence[IndexF
         pass  # a cache that cannot be written only costs the next run a lookup
 
 
+def _failed_recently(path: Path, now: datetime) -> Optional[str]:
+    """The failure recorded for a page less than :data:`FAILURE_TTL` ago ("timed out at 06:01 UTC")."""
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+        when = datetime.fromisoformat(doc["failed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if timedelta(0) <= now - when < FAILURE_TTL:
+        return f"{doc.get('why', 'failed')} at {when.strftime('%H:%M')} UTC, not asked again before " \
+               f"{(when + FAILURE_TTL).strftime('%H:%M')}"
+    return None
+
+
+def _record_failure(path: Path, why: str, now: datetime) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"failed": now.isoformat(), "why": why}), "utf-8")
+    except OSError:
+        pass
+
+
 def _why(err: BaseException) -> str:
     reason = getattr(err, "reason", None)
     text = str(reason if reason is not None else err) or err.__class__.__name__
@@ -363,7 +396,7 @@ def lookup(projects: Mapping[str, Sequence[str]], settings: PipSettings, *, time
     timeout = timeout_default() if timeout is None else timeout
     directory = cache_dir() if directory is None else directory
     now = now or datetime.now(timezone.utc)
-    opener = _opener(settings)
+    opener: Optional[urllib.request.OpenerDirector] = None  # built only when a page must be asked
     found: Dict[str, Project] = {}
     failures: List[str] = []
     jobs = {}
@@ -375,6 +408,13 @@ def lookup(projects: Mapping[str, Sequence[str]], settings: PipSettings, *, time
                 if cached and now - cached[0] < CACHE_TTL:
                     found.setdefault(key, Project(key, redact(url), cached[0].date().isoformat(), cached[1], True))
                     continue
+                recent = _failed_recently(_cache_path(directory, url).with_suffix(".failed"), now)
+                if recent:
+                    if cached and key not in found:
+                        found[key] = Project(key, redact(url), cached[0].date().isoformat(), cached[1], True)
+                    failures.append(f"{key} on {redact(url)}: {recent}")
+                    continue
+                opener = opener or _opener(settings)
                 jobs[pool.submit(fetch_page, opener, url, timeout)] = (key, url, cached)
         done, _ = wait(jobs, timeout=timeout)
         for future, (key, url, cached) in jobs.items():
@@ -389,6 +429,7 @@ def lookup(projects: Mapping[str, Sequence[str]], settings: PipSettings, *, time
                                          (old.files if old else ()) + files)
                     continue
             why = _why(error) if error is not None else "timed out"
+            _record_failure(_cache_path(directory, url).with_suffix(".failed"), why, now)
             if cached and key not in found:
                 found[key] = Project(key, redact(url), cached[0].date().isoformat(), cached[1], True)
                 failures.append(f"{key} on {redact(url)}: {why}; using the answer cached on "
@@ -431,7 +472,7 @@ def find_links_project(name: str, directories: Sequence[str], today: str) -> Opt
 
 def ask(frameworks: Sequence[str], *, index_url: Optional[str] = None, pytorch_base: Optional[str] = None,
         cuda: bool = False, rocm: bool = False, find_links: Sequence[str] = (), no_index: bool = False,
-        timeout: Optional[float] = None, python: str = sys.executable) -> LiveIndex:
+        timeout: Optional[float] = None) -> LiveIndex:
     """What the indexes say about the projects a plan for ``frameworks`` needs (``cuda``: also the CUDA
     runtime's releases; ``rocm``: PyTorch's index for its ROCm builds). ``index_url`` (--pip-index-url)
     replaces pip's indexes, and then PyTorch's own index is not asked either. ``no_index`` (--pip-offline):
@@ -441,7 +482,7 @@ def ask(frameworks: Sequence[str], *, index_url: Optional[str] = None, pytorch_b
     if no_index:
         local = {n: p for n in names if (p := find_links_project(n, find_links, now.date().isoformat()))}
         return LiveIndex("", now.date().isoformat(), local, ())
-    settings = pip_settings(index_url, python)
+    settings = pip_settings(index_url)
     if settings is None:
         return LiveIndex("", now.date().isoformat(), {}, ("pip names no package index",))
     if cuda:

@@ -204,3 +204,14 @@ def test_without_configuration_the_index_is_pips_own_default(monkeypatch):
 
 def test_credentials_never_reach_the_plan():
     assert pkgindex.redact("https://user:secret@mirror.example/simple") == "https://mirror.example/simple"
+
+
+def test_a_failed_index_is_not_asked_again_for_a_while(server, tmp_path):
+    first = ask(server, "hang", ("torch",), tmp_path, timeout=0.3)
+    assert first.failures == (f"torch on {server.url('hang')}/torch/: timed out",)
+    # a minute later the page is not asked (no timeout waited): the failure is reported with its time
+    again = ask(server, "hang", ("torch",), tmp_path, timeout=30, now=NOW + timedelta(minutes=1))
+    assert again.failures == (f"torch on {server.url('hang')}/torch/: timed out at 06:00 UTC, not asked again "
+                              "before 06:05",)
+    later = ask(server, "hang", ("torch",), tmp_path, timeout=0.3, now=NOW + pkgindex.FAILURE_TTL)
+    assert later.failures == first.failures  # asked again, timed out again
