@@ -3,14 +3,14 @@
 Two halves. :class:`Project` and :class:`LiveIndex` are pure data with the questions the planner asks
 ("the newest torch with a wheel for CPython 3.12 on x86_64 Linux", "which cuXYZ builds does 2.15.0 have");
 the planner reads them like the shipped tables. :func:`lookup` is the I/O: it asks the indexes the user's
-pip is configured with (``pip config``, ``PIP_INDEX_URL``, ``--pip-index-url``; pip's own default when none
-is set; read the way pip reads them) through the simple repository API (PEP 691 JSON, PEP 503 HTML), honouring pip's ``cert``,
-``client-cert`` and ``proxy`` settings and the usual proxy variables. Answers are cached under
-``$XDG_CACHE_HOME/dlsetup/index`` with the time they were fetched; an index that does not answer within
-the timeout (``DLSETUP_INDEX_TIMEOUT`` seconds, a few by default) leaves a failure note, and the planner
-falls back to the tables (or to an older cached answer, which keeps its own date).
+pip is configured with (pip's configuration files, ``PIP_INDEX_URL`` and friends, read the way pip reads
+them; ``--pip-index-url``; pip's own default when none is set) through the simple repository API (PEP 691
+JSON, PEP 503 HTML), honouring pip's ``cert``, ``client-cert`` and ``proxy`` settings and the usual proxy
+variables. Answers are cached under ``$XDG_CACHE_HOME/dlsetup/index`` with the time they were fetched; an
+index that does not answer within the timeout (``DLSETUP_INDEX_TIMEOUT`` seconds, a few by default) leaves
+a failure note (and is not asked again for a few minutes), and the planner falls back to the tables (or to
+an older cached answer, which keeps its own date).
 """
-
 from __future__ import annotations
 
 import hashlib
