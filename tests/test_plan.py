@@ -537,3 +537,16 @@ def test_planner_with_live_facts_does_no_io(monkeypatch):
     for module, name in ((builtins, "open"), (io, "open"), (os, "open"), (socket, "socket"), (subprocess, "Popen")):
         monkeypatch.setattr(module, name, refuse)
     make_plan(profile, Request(frameworks=("pytorch", "jax", "tensorflow"), cuda="13.4"), facts, TODAY)
+
+
+def test_pytorch_index_says_which_builds_a_known_release_has():
+    plan = make_plan(h100_profile(), Request(), live("torch", vendor=True), TODAY)
+    build = decision(plan, "torch build")
+    assert (build.choice, build.source) == ("cu130", f"index:{PYTORCH}")
+    assert "PyTorch's index lists cpu, cu130, cu132, rocm7.14" in build.reason
+    # the index no longer lists 2.15.0's cu130 build: the 580 driver runs cu132 through minor-version compatibility
+    facts = live("torch", vendor=True)
+    vendor = facts.projects[PYTORCH]
+    without = replace(vendor, files=tuple(f for f in vendor.files if "2.15.0+cu130" not in f.filename))
+    facts = replace(facts, projects={**facts.projects, PYTORCH: without})
+    assert choice(make_plan(h100_profile(), Request(), facts, TODAY), "torch build") == ("cu132", "cuda:13.2")

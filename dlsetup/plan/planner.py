@@ -167,6 +167,7 @@ class _Planner:
         self.extra_index_urls: List[str] = []
         self.torch: Optional[TorchRelease] = None
         self.torch_pick: Optional[_Release] = None
+        self.torch_labels: Tuple[str, ...] = ()  #: the builds PyTorch's index lists for the release, if asked
         self.cuda: Optional[Cuda] = None  #: the --cuda release (a table row, or an unverified newer one)
         #: the NVIDIA GPUs' (architectures, compute capabilities), to pick a torch release that has a build
         self.gpu_fit: Optional[Tuple[Tuple[Architecture, ...], Tuple[str, ...]]] = None
@@ -662,6 +663,13 @@ class _Planner:
                                       "--torch", "torch", self.torch_synth, usable)
         self.torch_pick = pick
         self.decide_release("torch", "pytorch", pick)
+        vendor = self.live_project(PYTORCH)
+        labels = vendor.builds(pick.version, python) if vendor and not pick.row.unverified else ()
+        if labels:  # PyTorch's own index says which builds this release has: they replace the table's
+            self.torch_labels = labels
+            cuda = sorted({v for x in labels if (v := _tag_version(x, "cu"))}, key=vtuple)
+            rocm = sorted({v for x in labels if (v := _tag_version(x, "rocm"))}, key=vtuple)
+            return replace(pick.row, cuda=tuple(cuda), rocm=tuple(rocm))
         return pick.row
 
     def torch_synth(self, line: str, python: str) -> TorchRelease:
@@ -681,10 +689,12 @@ class _Planner:
     def resolve_pytorch(self, python: str, nvidia: Optional[_Nvidia], rocm: Optional[str]) -> None:
         release = self.torch
         assert release is not None  # resolved in run() when pytorch is requested
+        listed = f"; PyTorch's index lists {', '.join(self.torch_labels)}" if self.torch_labels else ""
+        source = f"index:{PYTORCH}" if self.torch_labels else None
         if nvidia:
             build, why = self.torch_cuda_build(release, nvidia)
             tag = build.wheel_tag
-            self.decide("torch build", tag, why, f"cuda:{build.version}")
+            self.decide("torch build", tag, why + listed, f"cuda:{build.version}", source)
         elif rocm:
             builds = [v for v in release.rocm if vtuple(v) <= vtuple(rocm)
                       and any(x.version == v for x in self.data.rocm)]
@@ -692,7 +702,8 @@ class _Planner:
                 raise PlanConflict(
                     f"torch {release.version} has no build for ROCm {rocm}: use another --torch or --rocm")
             tag = "rocm" + max(builds, key=vtuple)
-            self.decide("torch build", tag, f"the torch {release.version} ROCm build for ROCm {rocm}", f"rocm:{rocm}")
+            self.decide("torch build", tag, f"the torch {release.version} ROCm build for ROCm {rocm}" + listed,
+                        f"rocm:{rocm}", source)
         else:
             tag = "cpu"
             self.decide("torch build", tag, "no usable GPU: the CPU build", "rule:cpu-only")
