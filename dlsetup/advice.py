@@ -54,9 +54,37 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
-def run_checks(profile: HostProfile) -> Tuple[Finding, ...]:
-    """Every rule over ``profile``, in a stable order."""
-    return tuple(f for r in RULES for f in r(profile))
+def run_checks(profile: HostProfile, today: Optional[str] = None) -> Tuple[Finding, ...]:
+    """Every rule over ``profile``, in a stable order; with ``today`` ("YYYY-MM-DD"), also how old
+    dlsetup's own compatibility data is (:func:`data_age`)."""
+    findings = tuple(f for r in RULES for f in r(profile))
+    if today:
+        from dlsetup.plan.compat import load
+
+        findings += tuple(data_age(today, load().oldest_as_of))
+    return findings
+
+
+#: dlsetup's shipped compatibility data older than this is worth a warning (NVIDIA, PyTorch and AMD
+#: each ship about one release a quarter)
+DATA_MAX_AGE_DAYS = 90
+
+
+def data_age(today: str, as_of: Optional[str]) -> Iterator[Finding]:
+    """Whether dlsetup's tables (dated ``as_of``) are older than :data:`DATA_MAX_AGE_DAYS` on ``today``."""
+    from datetime import date
+
+    hint = ("Update dlsetup (pip install -U dlsetup); until then `dlsetup plan` asks the package indexes "
+            "for newer releases unless --offline, and plans them as unverified.")
+    if not as_of:
+        yield Finding("data.fresh", "info", "dlsetup's compatibility data carries no date", hint)
+        return
+    age = (date.fromisoformat(today) - date.fromisoformat(as_of)).days
+    if age > DATA_MAX_AGE_DAYS:
+        yield Finding("data.fresh", "warn", f"dlsetup's compatibility data is {age} days old (as of {as_of}); "
+                      f"newer drivers, CUDA and framework releases are likely", hint)
+    else:
+        yield Finding("data.fresh", "pass", f"dlsetup's compatibility data is {max(age, 0)} days old (as of {as_of})")
 
 
 def worst(findings: Tuple[Finding, ...]) -> str:

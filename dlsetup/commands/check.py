@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -53,7 +54,7 @@ def _judge(profile: HostProfile) -> Tuple[Dict[str, Any], Any]:
 
     from dlsetup.advice import run_checks
 
-    findings = run_checks(profile)
+    findings = run_checks(profile, today=date.today().isoformat())
     counts = {s: sum(f.severity == s for f in findings) for s in STYLE}
     doc = {"host": profile.hostname, "source": profile.source, "summary": counts,
            "findings": [f.to_dict() for f in findings]}

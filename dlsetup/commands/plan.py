@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,6 +33,8 @@ from dlsetup.errors import UsageError
                    "the unused NVMe/SSD disks are shared out.")
 @click.option("--destroy-data", is_flag=True, default=None,
               help="Wipe the storage disks even if they hold data (partitions, filesystems, RAID, LVM, swap).")
+@click.option("--offline", is_flag=True, default=None,
+              help="Plan from dlsetup's shipped tables only; do not ask the package indexes what exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--emit-vars", type=click.Path(path_type=Path), help="Write the playbook variables as YAML.")
 def plan(from_bundle: Optional[Path], config: Optional[Path], as_json: bool, emit_vars: Optional[Path],
@@ -42,7 +46,8 @@ def plan(from_bundle: Optional[Path], config: Optional[Path], as_json: bool, emi
     request = load_request(config, **options)
     if from_bundle is not None and not from_bundle.is_dir():
         raise UsageError(f"bundle directory not found: {from_bundle}")
-    result = make_plan(probe(bundle=from_bundle), request)
+    profile = probe(bundle=from_bundle)
+    result = make_plan(profile, request, live_facts(request), today=date.today().isoformat())
     if emit_vars is not None:
         import yaml
 
@@ -58,3 +63,16 @@ def plan(from_bundle: Optional[Path], config: Optional[Path], as_json: bool, emi
     from dlsetup.plan.render import render_plan
 
     render_plan(result, Console())
+
+
+def live_facts(request: Any) -> Any:
+    """What the package indexes publish for ``request`` (a :class:`dlsetup.pkgindex.LiveIndex`), or None with
+    --offline (or DLSETUP_OFFLINE=1). With --pip-offline only the --pip-find-links directories are read."""
+    if request.offline or os.environ.get("DLSETUP_OFFLINE") == "1":
+        return None
+    from dlsetup import pkgindex
+    from dlsetup.plan import compat
+
+    return pkgindex.ask(request.frameworks, index_url=request.pip_index_url,
+                        pytorch_base=compat.load().torch_index_base, cuda=bool(request.cuda), rocm=bool(request.rocm),
+                        find_links=request.pip_find_links, no_index=request.pip_offline)

@@ -127,11 +127,12 @@ def _plan_hosts(targets: Inventory, request: Request
     from dlsetup.fleet import ProbeFailure
     from dlsetup.plan import make_plan
 
+    _live = _facts(request)  # what the package indexes publish, asked once (see dlsetup plan)
     if targets.local:
         from dlsetup.inventory import LOCALHOST
         from dlsetup.probe import probe
 
-        plan = make_plan(probe(), request)
+        plan = make_plan(probe(), request, *_live())
         return {LOCALHOST: plan}, {LOCALHOST: os.geteuid() == 0}, ()
 
     from dlsetup.remote import probe_hosts
@@ -144,12 +145,27 @@ def _plan_hosts(targets: Inventory, request: Request
             failures.append(host)
             continue
         try:
-            plans[name] = make_plan(host.profile, request)
+            plans[name] = make_plan(host.profile, request, *_live())
         except UsageError as err:
             failures.append(ProbeFailure(name, "failed", f"no plan: {err}"))
             continue
         roots[name] = host.root
     return plans, roots, tuple(failures)
+
+
+def _facts(request: Request) -> Any:
+    """make_plan's live facts and today, asked of the package indexes once, when the first host needs them."""
+    from datetime import date
+
+    from dlsetup.commands.plan import live_facts
+
+    asked: list = []
+
+    def get() -> Tuple[Any, str]:
+        if not asked:
+            asked.append((live_facts(request), date.today().isoformat()))
+        return asked[0]
+    return get
 
 
 def _show_plans(plans: Mapping[str, Plan], failures: Sequence[ProbeFailure], console: Any) -> None:

@@ -1,7 +1,9 @@
 """The compatibility tables in ``dlsetup/data/compat/*.toml``, loaded once and typed.
 
 Each table row carries a ``source`` (release notes, support matrix); the planner cites the row it used
-as ``<table>:<key>``, so every decision can be traced back to the document that backs it.
+as ``<table>:<key>``, so every decision can be traced back to the document that backs it. Each table file
+says how current it is with a top-level ``as_of = "YYYY-MM-DD"``; rows the planner makes up for versions
+newer than the tables (see :mod:`.planner`) carry ``unverified = True``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ def minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
+def next_lines(newest: str) -> Tuple[str, str]:
+    """The release lines that may follow ``newest``: "2.15" -> ("2.16", "3.0")."""
+    major, minor_ = vtuple(newest)[:2]
+    return f"{major}.{minor_ + 1}", f"{major + 1}.0"
+
+
+#: a driver branch this far above the newest known one is taken for the next branch (they step by 5 or 10)
+NEXT_BRANCH_STEP = 10
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str
@@ -35,6 +47,7 @@ class Architecture:
     first_driver_branch: Optional[int] = None
     last_driver_branch: Optional[int] = None
     max_cuda: Optional[str] = None
+    min_cuda: Optional[str] = None
 
     def covers(self, cc: str) -> bool:
         return vtuple(self.cc_min) <= vtuple(cc) <= vtuple(self.cc_max)
@@ -43,13 +56,30 @@ class Architecture:
         return (self.first_driver_branch or 0) <= branch <= (self.last_driver_branch or 10**6)
 
     def allows_cuda(self, cuda: str) -> bool:
-        return self.max_cuda is None or vtuple(cuda) <= vtuple(self.max_cuda)
+        return (self.max_cuda is None or vtuple(cuda) <= vtuple(self.max_cuda)) and (
+            self.min_cuda is None or vtuple(cuda) >= vtuple(self.min_cuda))
+
+
+BRANCH_TYPES = ("production", "long-term", "new-feature")
 
 
 @dataclass(frozen=True)
 class DriverBranch:
     branch: int
     max_cuda: str
+    type: Optional[str] = None  #: "production", "long-term" or "new-feature"; None: not in the table
+    end_of_life: Optional[str] = None  #: "YYYY-MM-DD"
+    open_modules_only: bool = False  #: the branch ships only the open kernel modules
+    unverified: bool = False  #: newer than the tables, planned on the user's word
+
+    def ended(self, today: Optional[str]) -> bool:
+        """End of life on or before ``today`` ("YYYY-MM-DD"); unknown dates never end."""
+        return bool(self.end_of_life and today and self.end_of_life <= today)
+
+    @property
+    def supported_long(self) -> bool:
+        """A production or long-term branch: what a host gets unless a GPU or a CUDA needs newer."""
+        return self.type in ("production", "long-term")
 
 
 @dataclass(frozen=True)
@@ -58,6 +88,7 @@ class Cuda:
     toolkit_min_driver: str
     compat_min_driver: str
     min_cc: str
+    unverified: bool = False
 
     @property
     def wheel_tag(self) -> str:
@@ -70,6 +101,8 @@ class TorchRelease:
     python: Tuple[str, ...]
     cuda: Tuple[str, ...]
     rocm: Tuple[str, ...]
+    cuda_experimental: Tuple[str, ...] = ()  #: CUDA builds PyTorch marks experimental for this release
+    unverified: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +123,7 @@ class TensorflowRelease:
     python: Tuple[str, ...]
     cuda: str
     cudnn: str
+    unverified: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +132,14 @@ class JaxVariant:
     extra: str
     cuda: Optional[str] = None
     rocm: Optional[str] = None
+    python_min: Optional[str] = None  #: the oldest Python the current releases of this build support
+
+
+@dataclass(frozen=True)
+class JaxRelease:
+    version: str
+    python_min: Optional[str] = None  #: the wheel's Requires-Python floor
+    extras: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +149,8 @@ class RocmRelease:
     os: Tuple[str, ...]
     #: systems AMD supports for some targets only: "debian 12" -> ("gfx942", ...)
     os_limited: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
+    layout: Optional[str] = None  #: "legacy" or "therock" (package names and paths)
+    unverified: bool = False
 
     def supports(self, targets: Tuple[str, ...], system: str) -> bool:
         if not set(targets) <= set(self.gfx):
@@ -122,6 +166,8 @@ class OSEntry:
     python: str
     cuda_repo: str
     rocm_suite: str  #: the suite of AMD's apt repositories for this OS (Debian uses Ubuntu's builds)
+    cuda_key_url: Optional[str] = None  #: replaces the CUDA repository's key for this OS
+    cuda_key_fingerprint: Optional[str] = None
 
     @property
     def key(self) -> str:
@@ -162,6 +208,14 @@ class Compat:
     systems: Tuple[OSEntry, ...]
     repositories: Mapping[str, Repository]
     retired: Tuple[Retired, ...]
+    jax_releases: Tuple[JaxRelease, ...] = ()  #: newest first
+    #: table name -> "YYYY-MM-DD" the table was last checked against its sources; absent: unknown
+    as_of: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def oldest_as_of(self) -> Optional[str]:
+        """The date of the least recently checked table: how old dlsetup's data is."""
+        return min(self.as_of.values()) if self.as_of else None
 
     def cuda_release(self, version: str) -> Optional[Cuda]:
         return next((c for c in self.cuda if c.version == version), None)
@@ -198,7 +252,7 @@ def load() -> Compat:
         cuda=_rows(Cuda, t["cuda"]["cuda"]),
         torch_index_base=t["pytorch"]["index_base"],
         torch_default=t["pytorch"]["default"],
-        torch=_rows(TorchRelease, t["pytorch"]["release"], ("python", "cuda", "rocm")),
+        torch=_rows(TorchRelease, t["pytorch"]["release"], ("python", "cuda", "rocm", "cuda_experimental")),
         torch_cuda_builds=_rows(TorchCudaBuild, t["pytorch"]["cuda_build"]),
         tensorflow_default=t["tensorflow"]["default"],
         tensorflow=_rows(TensorflowRelease, t["tensorflow"]["release"], ("python",)),
@@ -207,8 +261,10 @@ def load() -> Compat:
                    for row in _rows(RocmRelease, t["rocm"]["release"], ("gfx", "os"))),
         systems=_rows(OSEntry, t["os"]["os"]),
         repositories={
-            name: Repository(**{k: v for k, v in repo.items() if k != "source"})
+            name: Repository(**{k: v for k, v in repo.items() if k in Repository.__dataclass_fields__})
             for name, repo in t["os"]["repositories"].items()
         },
         retired=_rows(Retired, t["retired"]["framework"], ("alternatives",)),
+        jax_releases=_rows(JaxRelease, t["jax"].get("release", []), ("extras",)),
+        as_of={name: str(table["as_of"]) for name, table in t.items() if "as_of" in table},
     )

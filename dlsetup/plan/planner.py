@@ -1,20 +1,43 @@
 """The resolver: host profile + request -> the roles to apply, their variables, and why.
 
-Pure: no I/O beyond the package's own compatibility tables (read once, see :mod:`.compat`). Every
-choice is a :class:`Decision` naming the table row (``table:key``) or planner rule (``rule:name``)
-it came from. A request that cannot be met raises :class:`PlanConflict` with one line that names the
-conflict and a way out.
+Pure: no I/O beyond the package's own compatibility tables (read once, see :mod:`.compat`). What the
+package indexes publish comes in as data too (:class:`dlsetup.pkgindex.LiveIndex`, asked by the command
+before planning); without it the tables answer alone. Every choice is a :class:`Decision` naming the table
+row (``table:key``) or planner rule (``rule:name``) it came from, and the source of its facts with their
+date (``source``, ``as_of``). A request that cannot be met raises :class:`PlanConflict` with one line that
+names the conflict and a way out.
+
+Policy, so that plans age well: the newest release the index has for the host's Python (the tables'
+default line when it cannot be asked), pinned to its release line (``torch==2.15.*``) unless the user
+pins a patch; a production driver branch (then long-term, then new-feature only when a GPU or the CUDA
+needs one); a loaded driver newer than the tables is kept; a version newer than the tables is planned as
+unverified, with a warning, when the index lists it (offline: when it is the next release line), and
+refused when nothing publishes it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dlsetup.errors import UsageError
 from dlsetup.model import GPU, HostProfile
+from dlsetup.pkgindex import PYTORCH, LiveIndex, Project
 from dlsetup.plan import compat
-from dlsetup.plan.compat import Architecture, Compat, Cuda, OSEntry, TorchRelease, minor, vtuple
+from dlsetup.plan.compat import (
+    NEXT_BRANCH_STEP,
+    Architecture,
+    Compat,
+    Cuda,
+    DriverBranch,
+    OSEntry,
+    RocmRelease,
+    TensorflowRelease,
+    TorchRelease,
+    minor,
+    next_lines,
+    vtuple,
+)
 from dlsetup.plan.request import FRAMEWORKS, Request
 from dlsetup.storage import propose_layout, refusals
 
@@ -33,6 +56,9 @@ class Decision:
     choice: str  #: what was chosen
     reason: str  #: why, in one sentence
     rule: str  #: the table row ("cuda:13.0") or planner rule ("rule:keep-loaded-driver")
+    #: where the facts came from: "table:pytorch", "index:torch", "host", "request", "rule"
+    source: str = "rule"
+    as_of: Optional[str] = None  #: how old those facts are ("YYYY-MM-DD"); None: not dated (host, request)
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,10 @@ class Plan:
     notes: Tuple[str, ...]
     #: "disk: what it holds" for each disk the storage layout wipes (--destroy-data); empty: none is wiped
     destroys: Tuple[str, ...] = ()
+    #: every source a decision cites: {"table:nvidia": {"as_of": ...}, "index:torch": {"as_of", "url"}}
+    sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: what the user should know before applying: unverified versions, end-of-life branches
+    warnings: Tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -54,13 +84,22 @@ class Plan:
             "variables": dict(self.variables),
             "reboot_required": self.reboot_required,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "sources": {k: dict(v) for k, v in self.sources.items()},
             "destroys": list(self.destroys),
         }
 
 
-def make_plan(profile: HostProfile, request: Request) -> Plan:
-    """Resolve ``request`` against ``profile``. Pure; raises :class:`PlanConflict`."""
-    return _Planner(profile, request, compat.load()).run()
+def make_plan(profile: HostProfile, request: Request, live: Optional[LiveIndex] = None,
+              today: Optional[str] = None) -> Plan:
+    """Resolve ``request`` against ``profile``. Pure; raises :class:`PlanConflict`.
+
+    ``live``: what the package indexes answered (None: offline, the tables alone). ``today``
+    ("YYYY-MM-DD"): the date end-of-life dates are judged against (default: the lookup's date, else
+    the tables' own date)."""
+    data = compat.load()
+    today = today or (live.today if live else None) or max(data.as_of.values(), default=None)
+    return _Planner(profile, request, data, live, today).run()
 
 
 @dataclass(frozen=True)
@@ -84,11 +123,42 @@ def _gpu_name(gpu: GPU) -> str:
     return gpu.name or f"{gpu.vendor} GPU {gpu.pci_device_id or gpu.pci_bus_id}"
 
 
+def _tag_version(label: str, prefix: str) -> Optional[str]:
+    """"cu130" -> "13.0", "cu118" -> "11.8" (prefix "cu"); "rocm7.2" -> "7.2" (prefix "rocm")."""
+    if not label.startswith(prefix):
+        return None
+    rest = label[len(prefix):]
+    if prefix == "cu":
+        return f"{rest[:-1]}.{rest[-1]}" if rest.isdigit() and len(rest) >= 2 else None
+    return rest if rest.replace(".", "").isdigit() else None
+
+
+def _pin(name: str, version: str, exact: bool) -> str:
+    """``name==2.15.*`` (the release line: pip takes its newest patch), ``name==2.14.1`` when pinned exactly."""
+    return f"{name}=={version}" if exact else f"{name}=={minor(version)}.*"
+
+
+@dataclass(frozen=True)
+class _Release:
+    """A framework release the planner settled on."""
+
+    row: Any  #: the table row (or the unverified one made up for a newer line)
+    version: str  #: the version expected to install ("2.15.0": the newest patch the index has)
+    exact: bool  #: the user pinned this exact version
+    reason: str
+    source: str
+
+
 class _Planner:
-    def __init__(self, profile: HostProfile, request: Request, data: Compat):
+    def __init__(self, profile: HostProfile, request: Request, data: Compat, live: Optional[LiveIndex] = None,
+                 today: Optional[str] = None):
         self.profile = profile
         self.request = request
         self.data = data
+        self.live = live
+        self.today = today
+        self.warnings: List[str] = []
+        self.sources: Dict[str, Dict[str, Any]] = {}
         self.decisions: List[Decision] = []
         self.notes: List[str] = []
         self.roles: set[str] = {"common", "frameworks"}
@@ -96,10 +166,48 @@ class _Planner:
         self.packages: List[str] = []
         self.extra_index_urls: List[str] = []
         self.torch: Optional[TorchRelease] = None
+        self.torch_pick: Optional[_Release] = None
+        self.torch_labels: Tuple[str, ...] = ()  #: the builds PyTorch's index lists for the release, if asked
+        self.cuda: Optional[Cuda] = None  #: the --cuda release (a table row, or an unverified newer one)
+        #: the NVIDIA GPUs' (architectures, compute capabilities), to pick a torch release that has a build
+        self.gpu_fit: Optional[Tuple[Tuple[Architecture, ...], Tuple[str, ...]]] = None
         self.destroys: List[str] = []
 
-    def decide(self, topic: str, choice: str, reason: str, rule: str) -> None:
-        self.decisions.append(Decision(topic, choice, reason, rule))
+    def decide(self, topic: str, choice: str, reason: str, rule: str, source: Optional[str] = None) -> None:
+        """Record a decision; ``source`` defaults to the table its rule names, else to the rule itself
+        ("request" for pins)."""
+        table, _, key = rule.partition(":")
+        if source is None:
+            source = f"table:{table}" if table != "rule" else ("request" if key == "pin" else "rule")
+        self.decisions.append(Decision(topic, choice, reason, rule, source, self.cite(source)))
+
+    def cite(self, source: str) -> Optional[str]:
+        """Register ``source`` in the plan's sources and return its date."""
+        kind, _, name = source.partition(":")
+        if kind == "table":
+            as_of = self.data.as_of.get(name)
+            self.sources.setdefault(source, {"as_of": as_of, "what": f"dlsetup's {name} table"})
+            return as_of
+        if kind == "index":
+            project = self.live_project(name)
+            if project is None:
+                return None
+            self.sources.setdefault(source, {"as_of": project.as_of, "url": project.url, "cached": project.cached})
+            return project.as_of
+        return None
+
+    def live_project(self, name: str) -> Optional[Project]:
+        """The index's answer for ``name``, when it was asked and answered with at least one file."""
+        project = self.live.project(name) if self.live else None
+        return project if project and project.files else None
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    @property
+    def data_date(self) -> str:
+        return f"tables as of {self.data.oldest_as_of}" if self.data.oldest_as_of else "shipped tables"
 
     # -- the steps, in order ------------------------------------------------------------------
     def run(self) -> Plan:
@@ -108,6 +216,10 @@ class _Planner:
         python = self.resolve_python(system)
         nvidia_gpus, amd_gpus = self.discrete_gpus()
         self.check_hardware_requests(nvidia_gpus, amd_gpus)
+        if nvidia_gpus:
+            archs = [self.architecture_of(g) for g in nvidia_gpus]
+            self.gpu_fit = (tuple(dict.fromkeys(archs)),
+                            tuple(g.compute_capability or a.cc_min for g, a in zip(nvidia_gpus, archs)))
         self.torch = self.torch_release(python) if "pytorch" in self.request.frameworks else None
         nvidia = self.resolve_nvidia(nvidia_gpus, system) if nvidia_gpus else None
         rocm = self.resolve_rocm(amd_gpus, system) if amd_gpus and not nvidia else None
@@ -123,7 +235,11 @@ class _Planner:
         variables = {"dlsetup_roles": list(roles), "dlsetup_reboot_required_file": REBOOT_REQUIRED_FILE}
         variables.update(sorted(self.variables.items()))
         host = self.profile.hostname or self.profile.source
-        return Plan(host, roles, tuple(self.decisions), variables, reboot, tuple(self.notes), tuple(self.destroys))
+        if self.live:
+            for failure in self.live.failures:
+                self.notes.append(f"index: {failure}; planned from the tables where it mattered")
+        return Plan(host, roles, tuple(self.decisions), variables, reboot, tuple(self.notes), tuple(self.destroys),
+                    dict(sorted(self.sources.items())), tuple(self.warnings))
 
     def check_request(self) -> None:
         if self.request.pip_offline and not self.request.pip_find_links:
@@ -209,45 +325,46 @@ class _Planner:
 
         cuda = None
         if r.cuda:
-            cuda = self.data.cuda_release(r.cuda)
-            if cuda is None:
-                known = ", ".join(c.version for c in self.data.cuda)
-                raise PlanConflict(f"CUDA {r.cuda} is not in the compatibility tables: use --cuda with one of {known}")
+            cuda = self.data.cuda_release(r.cuda) or self.newer_cuda(r.cuda)
+            self.cuda = cuda
             for arch in archs:
                 if vtuple(min_cc) < vtuple(cuda.min_cc) or not arch.allows_cuda(cuda.version):
                     raise PlanConflict(
                         f"--cuda {cuda.version} does not support the {arch.name} GPU (compute capability {min_cc}); "
                         f"CUDA {cuda.version} needs {cuda.min_cc}+: use --cuda {arch.max_cuda} or older")
 
-        allowed = [b for b in self.data.driver_branches if all(a.allows_branch(b.branch) for a in archs)]
+        allowed = [b for b in self.data.driver_branches if all(a.allows_branch(b.branch) for a in archs)
+                   and (open_modules or not b.open_modules_only)]
         if r.driver_branch:
             wanted = int(r.driver_branch)
-            branch = self.data.branch(wanted)
-            if branch is None:
-                known = ", ".join(str(b.branch) for b in self.data.driver_branches)
-                raise PlanConflict(f"driver branch {wanted} is not in the compatibility tables: use one of {known}")
-            if branch not in allowed:
+            branch = self.data.branch(wanted) or self.newer_branch(wanted, open_modules)
+            if branch not in allowed and not (branch.unverified and all(a.allows_branch(wanted) for a in archs)
+                                              and (open_modules or not branch.open_modules_only)):
                 names = "/".join(a.name for a in archs)
-                raise PlanConflict(f"--driver-branch {wanted} does not support the {names} GPU: use one of "
+                why = " (it ships only the open kernel modules)" if branch.open_modules_only and not open_modules \
+                    else ""
+                raise PlanConflict(f"--driver-branch {wanted} does not support the {names} GPU{why}: use one of "
                                    f"{', '.join(str(b.branch) for b in allowed)}")
-            if cuda and vtuple(branch.max_cuda) < vtuple(cuda.version):
+            if cuda and not self.branch_runs(branch, cuda):
                 raise PlanConflict(
                     f"--driver-branch {wanted} supports CUDA up to {branch.max_cuda}, but --cuda {cuda.version} needs "
                     f"driver >= {cuda.toolkit_min_driver}: use --driver-branch {vtuple(cuda.toolkit_min_driver)[0]} "
                     f"or newer, or --cuda {branch.max_cuda} or older")
+            if branch.ended(self.today):
+                self.warn(f"driver branch {branch.branch} reached end of life on {branch.end_of_life} and gets no "
+                          "more fixes: planned because it was asked for")
             allowed = [branch]
 
         kept = self.keep_loaded_driver(archs, ccs, allowed, cuda, open_modules)
         if kept:
             return kept
-        fitting = [b for b in allowed if not cuda or vtuple(b.max_cuda) >= vtuple(cuda.version)]
+        fitting = [b for b in allowed if not cuda or self.branch_runs(b, cuda)]
         if not fitting:
             raise PlanConflict(f"no driver branch supports both the GPUs and CUDA {r.cuda}: drop --cuda")
-        branch = max(fitting, key=lambda b: b.branch)
-        why = "pinned by the request" if r.driver_branch else (
-            f"the newest branch that supports {'/'.join(a.name for a in archs)}"
-            + (f" and CUDA {cuda.version}" if cuda else ""))
-        self.decide("driver", f"install branch {branch.branch}", why, f"nvidia:branch-{branch.branch}")
+        branch, why = self.pick_branch(fitting, archs, cuda)
+        self.decide("driver", f"install branch {branch.branch}", why,
+                    "rule:newer-than-data" if branch.unverified else f"nvidia:branch-{branch.branch}",
+                    "request" if branch.unverified else None)
         self.decide("kernel modules", "open" if open_modules else "proprietary",
                     "open modules are supported from Turing and required on Blackwell" if open_modules
                     else "GPUs older than Turing need the proprietary modules",
@@ -270,6 +387,89 @@ class _Planner:
                         "rule:secure-boot-mok")
         return _Nvidia(archs, ccs, branch.branch, True, open_modules, branch.max_cuda, str(branch.branch))
 
+    def branch_runs(self, branch: DriverBranch, cuda: Cuda) -> bool:
+        """Whether ``branch``'s driver supports ``cuda`` (an unverified one: the newest branches do)."""
+        if cuda.unverified:
+            newest = max((b.max_cuda for b in self.data.driver_branches), key=vtuple)
+            return branch.unverified or vtuple(branch.max_cuda) >= vtuple(newest)
+        return branch.unverified or vtuple(branch.max_cuda) >= vtuple(cuda.version)
+
+    def pick_branch(self, fitting: List[DriverBranch], archs: Tuple[Architecture, ...],
+                    cuda: Optional[Cuda]) -> Tuple[DriverBranch, str]:
+        """The branch to install: the one asked for; else the newest production branch, then long-term, that
+        fits; a new-feature branch only when none of those does."""
+        what = "/".join(a.name for a in archs) + (f" and CUDA {cuda.version}" if cuda else "")
+        if self.request.driver_branch:
+            branch = fitting[0]
+            kind = f" ({branch.type})" if branch.type else ""
+            if branch.unverified:
+                return branch, (f"pinned by the request{kind}; newer than dlsetup's data ({self.data_date}): "
+                                "unverified")
+            return branch, f"pinned by the request{kind}"
+        current = [b for b in fitting if not b.ended(self.today)]
+        for kind in ("production", "long-term"):
+            pool = [b for b in current if b.type == kind]
+            if pool:
+                branch = max(pool, key=lambda b: b.branch)
+                return branch, f"the newest {kind} branch that supports {what}"
+        branch = max(current or fitting, key=lambda b: b.branch)
+        if not current:
+            self.warn(f"driver branch {branch.branch} reached end of life on {branch.end_of_life}: it is the "
+                      f"newest branch that supports {what}; no supported branch does")
+        if branch.type:
+            return branch, (f"a {branch.type} branch: the newest that supports {what}; no production or long-term "
+                            "branch does")
+        return branch, f"the newest branch that supports {what}"
+
+    def newer_branch(self, wanted: int, open_modules: bool) -> DriverBranch:
+        """A --driver-branch newer than the tables: the next branch is planned unverified; others refused."""
+        known = self.data.driver_branches
+        newest = max(known, key=lambda b: b.branch)
+        names = ", ".join(str(b.branch) for b in known)
+        if not newest.branch < wanted <= newest.branch + NEXT_BRANCH_STEP:
+            raise PlanConflict(f"driver branch {wanted} is not in the compatibility tables (newest {newest.branch}; "
+                               f"a newer branch is planned only up to {newest.branch + NEXT_BRANCH_STEP}): "
+                               f"use one of {names}")
+        self.warn(f"driver branch {wanted} is newer than dlsetup's data ({self.data_date}): unverified; planned "
+                  f"like branch {newest.branch}")
+        return replace(newest, branch=wanted, type=None, end_of_life=None, unverified=True)
+
+    def newer_cuda(self, wanted: str) -> Cuda:
+        """A --cuda newer than the tables: planned unverified when the index lists its runtime (offline: the
+        next release line); refused otherwise."""
+        known = self.data.cuda
+        newest = max(known, key=lambda c: vtuple(c.version))
+        runtime = self.live_project("nvidia-cuda-runtime")
+        lines = {f"{v.major}.{v.minor}" for v in runtime.all_releases()} if runtime else None
+        self.newer_line("CUDA", wanted, [c.version for c in known], lines, "--cuda",
+                        "nvidia-cuda-runtime", runtime)
+        same_major = vtuple(wanted)[0] == vtuple(newest.version)[0]
+        return Cuda(wanted, newest.toolkit_min_driver,
+                    newest.compat_min_driver if same_major else newest.toolkit_min_driver, newest.min_cc,
+                    unverified=True)
+
+    def newer_line(self, what: str, wanted: str, known: Sequence[str], published: Optional[set], option: str,
+                   project_name: str, project: Optional[Project]) -> None:
+        """Refuse ``wanted`` unless it is newer than every ``known`` version and is published (the index
+        lists its release line) or, without an index answer, is the next release line. Warns when it passes."""
+        newest = max(known, key=vtuple)
+        line = minor(wanted)
+        names = ", ".join(known)
+        if vtuple(line) <= vtuple(minor(newest)):
+            raise PlanConflict(f"{what} {wanted} is not in the compatibility tables: use {option} with one of {names}")
+        if project is not None and published is not None:
+            if line not in published:
+                raise PlanConflict(f"{what} {wanted} is not in the compatibility tables and not published on "
+                                   f"{project.url} (as of {project.as_of}): use {option} with one of {names}")
+            where = f"{project.url} lists it (as of {project.as_of})"
+            self.cite(f"index:{project_name}")
+        elif line in next_lines(minor(newest)):
+            where = f"the index could not be asked; {line} is the release line after {minor(newest)}"
+        else:
+            raise PlanConflict(f"{what} {wanted} is not in the compatibility tables and the index could not be "
+                               f"asked whether it exists: use {option} with one of {names}")
+        self.warn(f"{what} {wanted} is newer than dlsetup's data ({self.data_date}): unverified; {where}")
+
     def keep_loaded_driver(self, archs: Tuple[Architecture, ...], ccs: Tuple[str, ...], allowed: list, cuda: Any,
                            open_modules: bool) -> Optional[_Nvidia]:
         state = self.profile.nvidia
@@ -277,10 +477,16 @@ class _Planner:
         if not state.kernel_module_loaded or not version:
             return None
         branch = vtuple(version)[0]
+        known = self.data.branch(branch)
+        newest = max(self.data.driver_branches, key=lambda b: b.branch)
+        # a driver newer than the tables is kept: replacing it would install an older branch
+        newer = known is None and branch > newest.branch and not self.request.driver_branch
         why_not = None
-        if all(b.branch != branch for b in allowed):
-            why_not = f"branch {branch} does not fit the GPUs or the requested branch"
-        elif cuda and vtuple(version) < vtuple(cuda.toolkit_min_driver):
+        if self.request.driver_branch and int(self.request.driver_branch) != branch:
+            why_not = f"--driver-branch {self.request.driver_branch} was asked for"
+        elif all(b.branch != branch for b in allowed) and not newer:
+            why_not = f"branch {branch} does not fit the GPUs"
+        elif cuda and not newer and vtuple(version) < vtuple(cuda.toolkit_min_driver):
             why_not = f"CUDA {cuda.version} needs driver >= {cuda.toolkit_min_driver}"
         elif any(a.open_modules_required for a in archs) and state.kernel_module_flavor == "proprietary":
             why_not = "Blackwell needs the open kernel modules"
@@ -288,15 +494,27 @@ class _Planner:
                                     for c in self.torch_builds(self.torch, archs, ccs)):
             why_not = f"no torch {self.torch.version} CUDA build for these GPUs runs on it"
         if why_not:
-            self.decide("driver", f"replace {version}", why_not, "rule:keep-loaded-driver")
+            self.decide("driver", f"replace {version}", why_not, "rule:keep-loaded-driver", "host")
             return None
-        known = self.data.branch(branch)
-        ceiling = state.cuda_driver_version or (known.max_cuda if known else None)
+        ceiling = state.cuda_driver_version or (known.max_cuda if known else newest.max_cuda if newer else None)
         if ceiling is None:
             return None
-        self.decide("driver", f"keep {version}",
-                    f"the loaded {state.kernel_module_flavor or ''} driver supports {'/'.join(a.name for a in archs)}"
-                    f" and CUDA up to {ceiling}: not reinstalled".replace("  ", " "), "rule:keep-loaded-driver")
+        flavor = f"{state.kernel_module_flavor} " if state.kernel_module_flavor else ""
+        names = "/".join(a.name for a in archs)
+        if newer:
+            self.decide("driver", f"keep {version}",
+                        f"the loaded {flavor}driver is newer than dlsetup's data ({self.data_date}): kept, never "
+                        f"replaced by an older branch; it supports CUDA up to {ceiling}", "rule:keep-newer-driver",
+                        "host")
+            self.warn(f"driver {version} is newer than dlsetup's data ({self.data_date}): kept unverified")
+        else:
+            kind = f" ({known.type} branch {branch})" if known and known.type else ""
+            self.decide("driver", f"keep {version}",
+                        f"the loaded {flavor}driver supports {names} and CUDA up to {ceiling}: not reinstalled{kind}",
+                        "rule:keep-loaded-driver", "host")
+            if known and known.ended(self.today):
+                self.warn(f"the loaded driver branch {branch} reached end of life on {known.end_of_life}: "
+                          "plan with --driver-branch for a supported one")
         return _Nvidia(archs, ccs, branch, False, open_modules, ceiling, version)
 
     # -- AMD ---------------------------------------------------------------------------------
@@ -310,11 +528,8 @@ class _Planner:
             return None
         fits = [x for x in self.data.rocm if x.supports(targets, system.key)]
         if r.rocm:
-            release = next((x for x in self.data.rocm if x.version == r.rocm), None)
-            if release is None:
-                known = ", ".join(x.version for x in self.data.rocm)
-                raise PlanConflict(f"ROCm {r.rocm} is not in the compatibility tables: use --rocm with one of {known}")
-            if release not in fits:
+            release = next((x for x in self.data.rocm if x.version == r.rocm), None) or self.newer_rocm(r.rocm)
+            if release not in fits and not (release.unverified and release.supports(targets, system.key)):
                 raise PlanConflict(f"ROCm {r.rocm} does not support {'/'.join(targets)} on {system.key}: use "
                                    + (f"--rocm {fits[0].version}" if fits else "a supported GPU and OS"))
         elif not fits:
@@ -323,8 +538,14 @@ class _Planner:
             return None
         else:
             release = fits[0]
-        self.decide("rocm", release.version, "pinned by the request" if r.rocm else
-                    f"the newest ROCm that supports {'/'.join(targets)} on {system.key}", f"rocm:{release.version}")
+        how = "pinned by the request" if r.rocm else \
+            f"the newest ROCm that supports {'/'.join(targets)} on {system.key}"
+        if release.unverified:
+            self.decide("rocm", release.version, f"{how}; newer than dlsetup's data ({self.data_date}): unverified, "
+                        "planned like the newest known release", "rule:newer-than-data", "request")
+        else:
+            self.decide("rocm", release.version, how + (f" ({release.layout} packaging)" if release.layout else ""),
+                        f"rocm:{release.version}")
         self.roles.add("rocm")
         repo = self.repository("rocm", system, rocm_version=release.version)
         self.variables.update({
@@ -335,34 +556,145 @@ class _Planner:
         })
         return release.version
 
+    def newer_rocm(self, wanted: str) -> RocmRelease:
+        """A --rocm newer than the tables: planned unverified, like the newest known release, when PyTorch's
+        index has a build for it (offline: the next release line); refused otherwise."""
+        known = self.data.rocm
+        vendor = self.live_project(PYTORCH)
+        lines = None
+        if vendor:
+            lines = {minor(v) for label in vendor.labels() if (v := _tag_version(label, "rocm"))}
+        self.newer_line("ROCm", wanted, [x.version for x in known], lines, "--rocm", PYTORCH, vendor)
+        newest = max(known, key=lambda x: vtuple(x.version))
+        return replace(newest, version=wanted, unverified=True)
+
     # -- frameworks --------------------------------------------------------------------------
-    @staticmethod
-    def framework_release(name: str, table: tuple, wanted: str, python: str, option: str) -> Any:
-        """The release of ``table`` that ``wanted`` ("2.13" or "2.13.0") names, if it supports ``python``."""
-        release = next((t for t in table if wanted in (t.version, minor(t.version))), None)
-        if release is None:
-            known = ", ".join(t.version for t in table)
-            raise PlanConflict(f"{name} {wanted} is not in the compatibility tables: use {option} with one of {known}")
-        if python not in release.python:
-            raise PlanConflict(f"{name} {release.version} supports Python {_ver_list(release.python)}, not {python}: "
-                               f"use --python {release.python[-1]} or another {option}")
-        return release
+    def framework_release(self, name: str, table: Sequence[Any], default: str, wanted: Optional[str], python: str,
+                          option: str, project_name: str, synth: Callable[[str, str], Any],
+                          usable: Callable[[Any], bool] = lambda row: True) -> _Release:
+        """The release of ``name`` to install: the one ``wanted`` names ("2.15" or "2.15.0"), else the newest the
+        index has for ``python``, else the tables' ``default`` line (or their newest line for ``python``).
+        ``synth(line, python)`` makes the unverified row of a line newer than the tables; without a request,
+        a release whose row is not ``usable`` (no build for these GPUs) gives way to the next older one."""
+        index = self.live_project(project_name)
+        by_line: Dict[str, Any] = {}
+        for t in sorted(table, key=lambda t: vtuple(t.version), reverse=True):  # a line's newest patch row wins
+            by_line.setdefault(minor(t.version), t)
+        newest_known = max(by_line, key=vtuple)
+        source = f"index:{project_name}" if index else None
+        if wanted:
+            exact, line = wanted.count(".") >= 2, minor(wanted)
+            row = by_line.get(line)
+            published = {minor(str(v)) for v in index.all_releases()} if index else None
+            if row is None:
+                self.newer_line(name, wanted, [t.version for t in table], published, option, project_name, index)
+                row = synth(line, python)
+            if index and exact and wanted not in {str(v) for v in index.all_releases()}:
+                raise PlanConflict(f"{name} {wanted} is not published on {index.url} (as of {index.as_of}): use "
+                                   f"{option} {line} for its newest patch release")
+            live = index.newest(python, line) if index else None
+            if index and (live is None or (exact and wanted not in {str(v) for v in index.releases(python)})):
+                raise PlanConflict(f"{name} {wanted} has no wheel for Python {python} on x86_64 Linux on {index.url} "
+                                   f"(as of {index.as_of}): use another --python or {option}")
+            if not index and python not in row.python and not row.unverified:
+                raise PlanConflict(f"{name} {row.version} supports Python {_ver_list(row.python)}, not {python}: "
+                                   f"use --python {row.python[-1]} or another {option}")
+            version = wanted if exact else str(live) if live else row.version
+            reason = "pinned by the request" + ("" if exact else f"; {version} is the newest patch of {line}" if live
+                                                else f"; pip takes the newest patch of {line}")
+            return _Release(row, version, exact, reason, source or ("request" if row.unverified else f"table:{name}"))
+        skipped: List[str] = []
+        lines_seen: set = set()
+        for newest in (index.releases(python) if index else ()):
+            line = minor(str(newest))
+            if line in lines_seen:
+                continue
+            lines_seen.add(line)
+            if line not in by_line and vtuple(line) < vtuple(newest_known):
+                continue  # older than the tables and not in them: not planned by default
+            assert index is not None
+            row = by_line.get(line) or synth(line, python)
+            if not usable(row):
+                skipped.append(str(newest))
+                continue
+            if row.unverified:
+                self.warn(f"{name} {newest} is newer than dlsetup's data ({self.data_date}): unverified; "
+                          f"{index.url} lists it (as of {index.as_of})")
+            uploaded = index.uploaded(str(newest))
+            passed = f"; {', '.join(skipped)} has no build for these GPUs" if skipped else ""
+            return _Release(row, str(newest), False, f"the newest {name} on {index.url} for Python {python}"
+                            + (f" (uploaded {uploaded})" if uploaded else "") + passed, f"index:{project_name}")
+        row = by_line.get(minor(default)) or by_line[newest_known]
+        how = "the default release line of dlsetup's tables"
+        if python not in row.python or not usable(row):
+            fits = [t for t in by_line.values() if python in t.python and usable(t)]
+            if not fits:
+                if python not in row.python:
+                    raise PlanConflict(f"{name} {row.version} supports Python {_ver_list(row.python)}, not {python}: "
+                                       f"use --python {row.python[-1]} or {option}")
+                return _Release(row, row.version, False, how, f"table:{name}")  # the build step names the conflict
+            row = max(fits, key=lambda t: vtuple(t.version))
+            how = f"the newest release line in dlsetup's tables for Python {python} and these GPUs"
+        return _Release(row, row.version, False, f"{how}; supports Python {_ver_list(row.python)}", f"table:{name}"
+                        if name != "torch" else "table:pytorch")
+
+    def decide_release(self, topic: str, table_name: str, release: _Release, choice: Optional[str] = None) -> None:
+        row = release.row
+        reason = release.reason
+        if row.unverified:
+            reason += f"; newer than dlsetup's data ({self.data_date}): unverified"
+        rule = "rule:newer-than-data" if row.unverified else f"{table_name}:{row.version}"
+        source = release.source.replace("table:torch", "table:pytorch")
+        self.decide(topic, choice or release.version, reason, rule, source)
 
     def torch_release(self, python: str) -> TorchRelease:
-        release = self.framework_release("torch", self.data.torch, self.request.torch or self.data.torch_default,
-                                         python, "--torch")
-        how = "pinned by the request" if self.request.torch else "the default release line"
-        self.decide("torch", release.version, f"{how}; supports Python {_ver_list(release.python)}",
-                    f"pytorch:{release.version}")
-        return release
+        fit = self.gpu_fit
+        pinned = self.data.branch(int(self.request.driver_branch)) if self.request.driver_branch else None
+
+        def usable(row: TorchRelease) -> bool:
+            """A build for these GPUs that the --driver-branch asked for runs (if one was)."""
+            builds = self.torch_builds(row, *fit) if fit else []
+            if pinned:
+                builds = [c for c in builds if vtuple(c.version) <= vtuple(pinned.max_cuda)
+                          or (pinned.branch,) >= vtuple(c.compat_min_driver)]
+            return not fit or bool(builds)
+
+        pick = self.framework_release("torch", self.data.torch, self.data.torch_default, self.request.torch, python,
+                                      "--torch", "torch", self.torch_synth, usable)
+        self.torch_pick = pick
+        self.decide_release("torch", "pytorch", pick)
+        vendor = self.live_project(PYTORCH)
+        labels = vendor.builds(pick.version, python) if vendor and not pick.row.unverified else ()
+        if labels:  # PyTorch's own index says which builds this release has: they replace the table's
+            self.torch_labels = labels
+            cuda = sorted({v for x in labels if (v := _tag_version(x, "cu"))}, key=vtuple)
+            rocm = sorted({v for x in labels if (v := _tag_version(x, "rocm"))}, key=vtuple)
+            return replace(pick.row, cuda=tuple(cuda), rocm=tuple(rocm))
+        return pick.row
+
+    def torch_synth(self, line: str, python: str) -> TorchRelease:
+        """The unverified row of a torch line newer than the tables: its builds as PyTorch's index lists
+        them, else those of the newest known release."""
+        base = max(self.data.torch, key=lambda t: vtuple(t.version))
+        vendor = self.live_project(PYTORCH)
+        newest = vendor.newest(python, line) if vendor else None
+        labels = vendor.builds(str(newest), python) if vendor and newest else ()
+        cuda = tuple(sorted({v for x in labels if (v := _tag_version(x, "cu"))}, key=vtuple))
+        rocm = tuple(sorted({v for x in labels if (v := _tag_version(x, "rocm"))}, key=vtuple))
+        if labels:
+            self.cite(f"index:{PYTORCH}")
+            return TorchRelease(f"{line}.0", (python,), cuda, rocm, (), unverified=True)
+        return TorchRelease(f"{line}.0", (python,), base.cuda, base.rocm, base.cuda_experimental, unverified=True)
 
     def resolve_pytorch(self, python: str, nvidia: Optional[_Nvidia], rocm: Optional[str]) -> None:
         release = self.torch
         assert release is not None  # resolved in run() when pytorch is requested
+        listed = f"; PyTorch's index lists {', '.join(self.torch_labels)}" if self.torch_labels else ""
+        source = f"index:{PYTORCH}" if self.torch_labels else None
         if nvidia:
             build, why = self.torch_cuda_build(release, nvidia)
             tag = build.wheel_tag
-            self.decide("torch build", tag, why, f"cuda:{build.version}")
+            self.decide("torch build", tag, why + listed, f"cuda:{build.version}", source)
         elif rocm:
             builds = [v for v in release.rocm if vtuple(v) <= vtuple(rocm)
                       and any(x.version == v for x in self.data.rocm)]
@@ -370,11 +702,13 @@ class _Planner:
                 raise PlanConflict(
                     f"torch {release.version} has no build for ROCm {rocm}: use another --torch or --rocm")
             tag = "rocm" + max(builds, key=vtuple)
-            self.decide("torch build", tag, f"the torch {release.version} ROCm build for ROCm {rocm}", f"rocm:{rocm}")
+            self.decide("torch build", tag, f"the torch {release.version} ROCm build for ROCm {rocm}" + listed,
+                        f"rocm:{rocm}", source)
         else:
             tag = "cpu"
             self.decide("torch build", tag, "no usable GPU: the CPU build", "rule:cpu-only")
-        self.packages.append(f"torch=={release.version}")
+        assert self.torch_pick is not None
+        self.packages.append(_pin("torch", self.torch_pick.version, self.torch_pick.exact))
         self.add_index(f"{self.data.torch_index_base}/{tag}")
 
     def torch_builds(self, release: TorchRelease, archs: Tuple[Architecture, ...],
@@ -391,12 +725,20 @@ class _Planner:
         limit = self.request.cuda or nvidia.cuda_ceiling
         builds = self.torch_builds(release, nvidia.architectures, nvidia.ccs)
         exact = [c for c in builds if vtuple(c.version) <= vtuple(limit)]
+        stable = [c for c in exact if c.version not in release.cuda_experimental]
+        if stable:
+            build = max(stable, key=lambda c: vtuple(c.version))
+            skipped = [c.wheel_tag for c in exact if c.version in release.cuda_experimental]
+            return build, (f"the newest {'stable ' if skipped else ''}torch {release.version} CUDA build not above "
+                           f"CUDA {limit} that runs on compute capability {'/'.join(nvidia.ccs)}"
+                           + (f" ({', '.join(skipped)}: experimental)" if skipped else ""))
         if exact:
             build = max(exact, key=lambda c: vtuple(c.version))
             return build, (f"the newest torch {release.version} CUDA build not above CUDA {limit} that runs on "
-                           f"compute capability {'/'.join(nvidia.ccs)}")
+                           f"compute capability {'/'.join(nvidia.ccs)}; experimental, the only one that fits")
         compatible = [c for c in builds if not self.request.cuda
                       and vtuple(nvidia.driver_version) >= vtuple(c.compat_min_driver)]
+        compatible = [c for c in compatible if c.version not in release.cuda_experimental] or compatible
         if not compatible:
             raise PlanConflict(f"torch {release.version} has no CUDA build for this GPU at CUDA <= {limit}: "
                                "use another --torch or a newer --driver-branch")
@@ -405,36 +747,66 @@ class _Planner:
                        f"on it through minor-version compatibility (driver >= {build.compat_min_driver})")
 
     def resolve_tensorflow(self, python: str, nvidia: Optional[_Nvidia], rocm: Optional[str]) -> None:
-        release = self.framework_release("tensorflow", self.data.tensorflow,
-                                         self.request.tensorflow or self.data.tensorflow_default, python,
-                                         "--tensorflow")
+        pick = self.framework_release("tensorflow", self.data.tensorflow, self.data.tensorflow_default,
+                                      self.request.tensorflow, python, "--tensorflow", "tensorflow", self.tf_synth)
+        release = pick.row
         if rocm:
             raise PlanConflict("TensorFlow is not planned on AMD GPUs: use --framework pytorch or --framework jax")
         if nvidia and vtuple(nvidia.cuda_ceiling) < vtuple(release.cuda):
-            raise PlanConflict(f"tensorflow {release.version} needs a driver for CUDA {release.cuda}, the driver "
+            raise PlanConflict(f"tensorflow {pick.version} needs a driver for CUDA {release.cuda}, the driver "
                                f"supports {nvidia.cuda_ceiling}: use a newer --driver-branch")
-        requirement = f"tensorflow[and-cuda]=={release.version}" if nvidia else f"tensorflow=={release.version}"
-        self.decide("tensorflow", requirement,
-                    (f"CUDA {release.cuda} and cuDNN {release.cudnn} come as pip wheels" if nvidia else "CPU build")
-                    + "; Keras 3 comes with it", f"tensorflow:{release.version}")
+        requirement = _pin("tensorflow[and-cuda]" if nvidia else "tensorflow", pick.version, pick.exact)
+        why = (f"CUDA {release.cuda} and cuDNN {release.cudnn} come as pip wheels" if nvidia else "CPU build")
+        self.decide_release("tensorflow", "tensorflow",
+                            replace(pick, reason=f"{why}; Keras 3 comes with it; {pick.reason}"), requirement)
         self.packages.append(requirement)
+
+    def tf_synth(self, line: str, python: str) -> TensorflowRelease:
+        base = max(self.data.tensorflow, key=lambda t: vtuple(t.version))
+        return TensorflowRelease(f"{line}.0", (python,), base.cuda, base.cudnn, unverified=True)
 
     def resolve_jax(self, python: str, nvidia: Optional[_Nvidia], rocm: Optional[str]) -> None:
         variants = self.data.jax
         if nvidia:
-            variant = next((v for v in variants if v.backend == "cuda" and v.cuda
-                            and vtuple(v.cuda) <= vtuple(nvidia.cuda_ceiling)
-                            and all(a.allows_cuda(v.cuda) for a in nvidia.architectures)), None)
+            gpu = [v for v in variants if v.backend == "cuda" and v.cuda
+                   and vtuple(v.cuda) <= vtuple(nvidia.cuda_ceiling)
+                   and all(a.allows_cuda(v.cuda) for a in nvidia.architectures)]
         elif rocm:
-            variant = next((v for v in variants if v.backend == "rocm" and v.rocm
-                            and vtuple(v.rocm) <= vtuple(rocm)), None)
+            gpu = [v for v in variants if v.backend == "rocm" and v.rocm and vtuple(v.rocm) <= vtuple(rocm)]
         else:
-            variant = None
+            gpu = []
+        variant = next((v for v in gpu if not v.python_min or vtuple(python) >= vtuple(v.python_min)), None)
         if (nvidia or rocm) and variant is None:
+            needs = min((v.python_min for v in gpu if v.python_min), key=vtuple, default=None)
+            if needs:
+                raise PlanConflict(f"JAX's {gpu[0].backend} builds need Python >= {needs}, the plan has {python}: "
+                                   f"use --python {needs} or --framework pytorch")
             raise PlanConflict("no JAX GPU build fits this GPU and driver: use --framework pytorch")
-        requirement = f"jax[{variant.extra}]" if variant else "jax"
-        self.decide("jax", requirement, f"JAX's {variant.backend} build" if variant else "CPU build",
-                    f"jax:{variant.extra}" if variant else "rule:cpu-only")
+        name = f"jax[{variant.extra}]" if variant else "jax"
+        why = f"JAX's {variant.backend} build" if variant else "CPU build"
+        rows = sorted((j for j in self.data.jax_releases if not variant or not j.extras or variant.extra in j.extras),
+                      key=lambda j: vtuple(j.version), reverse=True)
+        fit = [j for j in rows if not j.python_min or vtuple(python) >= vtuple(j.python_min)]
+        index = self.live_project("jax")
+        newest = index.newest(python) if index else None
+        if newest is not None and rows and newest.release < vtuple(rows[-1].version) and variant:
+            newest = None  # older than every release the tables know to carry this extra: not trusted
+        if newest is not None and index is not None:
+            requirement = _pin(name, str(newest), False)
+            self.decide("jax", requirement, f"{why}; {newest} is the newest jax on {index.url} for Python {python}",
+                        f"jax:{variant.extra}" if variant else "rule:cpu-only", "index:jax")
+        elif fit:
+            requirement = _pin(name, fit[0].version, False)
+            floor = f", needs Python >= {fit[0].python_min}" if fit[0].python_min else ""
+            self.decide("jax", requirement, f"{why}; jax {fit[0].version} is the newest release in dlsetup's tables "
+                        f"for Python {python}{floor}", f"jax:{fit[0].version}")
+        elif variant and rows:
+            needs = min((j.python_min for j in rows if j.python_min), key=vtuple)
+            raise PlanConflict(f"jax[{variant.extra}] needs Python >= {needs} (jax {rows[-1].version} and newer), "
+                               f"the plan has {python}: use --python {needs} or --framework pytorch")
+        else:
+            requirement = name
+            self.decide("jax", requirement, why, f"jax:{variant.extra}" if variant else "rule:cpu-only")
         self.packages.append(requirement)
 
     def add_index(self, url: str) -> None:
@@ -510,7 +882,7 @@ class _Planner:
                                       rocm: Optional[str]) -> None:
         r = self.request
         if r.cuda:
-            cuda = self.data.cuda_release(r.cuda)
+            cuda = self.cuda
             assert cuda is not None and nvidia is not None  # resolve_nvidia checked both
             self.roles.add("cuda_toolkit")
             repo = self.repository("cuda", system)
@@ -542,6 +914,8 @@ class _Planner:
 
     def repository(self, name: str, system: OSEntry, **fields: str) -> Dict[str, str]:
         repo = self.data.repositories[name]
+        if name == "cuda" and system.cuda_key_url and system.cuda_key_fingerprint:
+            repo = replace(repo, key_url=system.cuda_key_url, key_fingerprint=system.cuda_key_fingerprint)
         values = {"cuda_repo": system.cuda_repo, "codename": system.codename, "rocm_suite": system.rocm_suite,
                   **fields}
         return {
