@@ -18,8 +18,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-#: Debian mirror used by debootstrap and by apt inside the root.
-DEBIAN_MIRROR = os.environ.get("DLSETUP_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+def host_debian_mirror(sources: Path = Path("/etc/apt")) -> str:
+    """The Debian archive this machine's own apt uses: the first ``.../debian`` URI of its sources (deb822
+    ``*.sources`` or one-line ``*.list``), so the lab never names a mirror of its own."""
+    files = sorted((sources / "sources.list.d").glob("*.sources")) + [sources / "sources.list"] + sorted(
+        (sources / "sources.list.d").glob("*.list"))
+    for path in files:
+        if not path.is_file():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            words = line.split("#", 1)[0].split()
+            uris = words[1:] if words[:1] == ["URIs:"] else [w for w in words[1:] if "://" in w][:1] \
+                if words[:1] == ["deb"] else []
+            for uri in uris:
+                if uri.rstrip("/").endswith("/debian"):
+                    return uri.rstrip("/")
+    raise RuntimeError("no Debian archive in this machine's apt sources: set DLSETUP_LAB_DEBIAN_MIRROR")
+
+
+#: Debian mirror used by debootstrap and by apt inside the root; unset: the host's own (host_debian_mirror)
+DEBIAN_MIRROR = os.environ.get("DLSETUP_LAB_DEBIAN_MIRROR")
 #: What Ansible needs on a target: python3 and python3-apt (apt module), python3-debian
 #: (deb822_repository), gpg (key fingerprint checks), ca-certificates (https repositories).
 PACKAGES = ("python3", "python3-apt", "python3-debian", "gpg", "ca-certificates")
@@ -43,7 +61,7 @@ def build_root(dest: Path | None = None) -> Path:
     try:
         subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-             "bookworm", str(work), DEBIAN_MIRROR],
+             "bookworm", str(work), DEBIAN_MIRROR or host_debian_mirror()],
             check=True, stdout=subprocess.DEVNULL,
         )
         (work / "var" / "cache" / "apt" / "archives").mkdir(parents=True, exist_ok=True)
