@@ -39,6 +39,7 @@ CHECK = {
     "required": ["findings"],
     "properties": {
         "host": _STR_OR_NULL,
+        "machine": _STR_OR_NULL,
         "source": {"type": "string"},
         "summary": {"type": "object", "additionalProperties": {"type": "integer"}},
         "findings": {"type": "array", "items": {
@@ -55,6 +56,7 @@ PLAN = {
     "required": ["roles", "decisions"],
     "properties": {
         "host": _STR_OR_NULL,
+        "machine": _STR_OR_NULL,
         "roles": {"type": "array", "items": {"type": "string"}},
         "decisions": {"type": "array", "items": {
             "type": "object",
@@ -79,6 +81,7 @@ PAYLOAD = {
     "properties": {
         "kind": {"const": "verify"},
         "host": _STR_OR_NULL,
+        "machine": _STR_OR_NULL,
         "python": _STR_OR_NULL,
         "quick": {"type": "boolean"},
         "elapsed_s": {"type": ["number", "null"]},

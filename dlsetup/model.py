@@ -41,6 +41,26 @@ class OSInfo:
 
 
 @dataclass(frozen=True)
+class MachineIdentity:
+    """What tells this machine from another of the same host name (cloud images are often all "vm" or
+    "ubuntu"): /etc/machine-id, and the DMI product UUID where it is readable (root)."""
+
+    machine_id: Optional[str] = None  #: /etc/machine-id, 32 lowercase hex digits
+    product_uuid: Optional[str] = None  #: /sys/class/dmi/id/product_uuid, lowercase
+
+    @property
+    def short(self) -> Optional[str]:
+        """A short id to show beside a host name: the first 8 digits of the machine id (or product UUID)."""
+        full = self.machine_id or (self.product_uuid or "").replace("-", "")
+        return full[:8] or None
+
+    @property
+    def key(self) -> Optional[str]:
+        """The identity as one string, None when nothing is known."""
+        return self.machine_id or self.product_uuid
+
+
+@dataclass(frozen=True)
 class CPUInfo:
     """Processors, summed over sockets."""
 
@@ -208,6 +228,8 @@ class HostProfile:
     schema_version: str = SCHEMA_VERSION
     hostname: Optional[str] = None
     source: str = "live"  #: "live", "bundle:<dir>" or "remote:<inventory name>"
+    machine: MachineIdentity = field(default_factory=MachineIdentity)
+    probed_at: Optional[str] = None  #: when a live probe ran, ISO 8601 UTC; None for a bundle
     os: OSInfo = field(default_factory=OSInfo)
     cpu: CPUInfo = field(default_factory=CPUInfo)
     memory: MemoryInfo = field(default_factory=MemoryInfo)

@@ -164,3 +164,23 @@ def test_garbage_bundle_still_finds_gpu_on_pci(tmp_path):
     (gpu,) = probe(bundle=bundle).gpus
     assert gpu.name == "NVIDIA H100 80GB HBM3" and gpu.compute_capability == "9.0"
     assert gpu.uuid is None and "table" in gpu.sources
+
+
+@pytest.mark.parametrize(("machine_id", "uuid", "expected"), [
+    ("3d1219c7c4c5404aaa1f6d2a48adfda4\n", "4C4C4544-0042-3510-8052-B4C04F4A4E32\n",
+     ("3d1219c7c4c5404aaa1f6d2a48adfda4", "4c4c4544-0042-3510-8052-b4c04f4a4e32")),
+    ("uninitialized\n", "03000200-0400-0500-0006-000700080009\n", (None, None)),  # first boot; placeholder
+    ("", "00000000-0000-0000-0000-000000000000", (None, None)),
+    ("not-an-id", "garbage", (None, None)),
+])
+def test_machine_identity_is_read_and_saved_with_the_bundle(tmp_path, machine_id, uuid, expected):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(H100_BUNDLE, bundle)
+    (bundle / "etc" / "machine-id").write_text(machine_id)
+    (bundle / "sys" / "class" / "dmi" / "id").mkdir(parents=True, exist_ok=True)
+    (bundle / "sys" / "class" / "dmi" / "id" / "product_uuid").write_text(uuid)
+    profile = probe(bundle=bundle, save_bundle=tmp_path / "saved")
+    assert (profile.machine.machine_id, profile.machine.product_uuid) == expected
+    assert profile.probed_at is None  # a bundle is no live probe: no time is invented for it
+    again = probe(bundle=tmp_path / "saved")
+    assert again.machine == profile.machine

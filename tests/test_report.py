@@ -73,8 +73,40 @@ def test_bad_inputs_are_usage_errors(inputs, tmp_path):
                         (tmp_path / "missing.json", "cannot read")):
         with pytest.raises(UsageError, match=words):
             read_inputs([path])
-    with pytest.raises(UsageError, match="a second check result for host vm"):
-        read_inputs([inputs["check"], inputs["check"]])
+
+
+def _probe_of(inputs, tmp_path, name: str, machine_id: str, probed_at: str, memory: int) -> Path:
+    doc = json.loads(inputs["probe"].read_text())
+    doc.update(machine={"machine_id": machine_id, "product_uuid": None}, probed_at=probed_at)
+    doc["memory"]["total_bytes"] = memory
+    path = tmp_path / f"{name}-{machine_id[:4]}-{probed_at[:13]}.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_two_machines_with_one_host_name_are_two_hosts(inputs, tmp_path):
+    a = _probe_of(inputs, tmp_path, "vm", "a" * 32, "2026-11-28T06:00:00Z", 1)
+    b = _probe_of(inputs, tmp_path, "vm", "b" * 32, "2026-11-28T06:00:00Z", 2)
+    check_b = tmp_path / "check-b.json"
+    check_b.write_text(json.dumps({**json.loads(inputs["check"].read_text()), "machine": "b" * 32}))
+    hosts = read_inputs([a, b, check_b])
+    assert [(h.host, h.machine, h.label) for h in hosts] == [
+        ("vm", "a" * 32, "vm (aaaaaaaa)"), ("vm", "b" * 32, "vm (bbbbbbbb)")]
+    assert set(hosts[0].documents) == {"probe"} and set(hosts[1].documents) == {"probe", "check"}
+    html = render(hosts)
+    assert "vm (aaaaaaaa)" in html and "vm (bbbbbbbb)" in html
+
+
+def test_the_same_machine_twice_keeps_its_newest_result(inputs, tmp_path):
+    old = _probe_of(inputs, tmp_path, "vm", "c" * 32, "2026-11-27T06:00:00Z", 1)
+    new = _probe_of(inputs, tmp_path, "vm", "c" * 32, "2026-11-28T06:00:00Z", 2)
+    for order in ([old, new], [new, old]):
+        hosts = read_inputs(order)
+        assert len(hosts) == 1 and hosts[0].label == "vm"
+        assert hosts[0].documents["probe"]["memory"]["total_bytes"] == 2
+    # a host's documents without a machine id (provision lines, older files) join its one machine
+    hosts = read_inputs([new, inputs["check"], inputs["check"]])
+    assert len(hosts) == 1 and set(hosts[0].documents) == {"probe", "check"}
 
 
 def test_html_is_escaped_and_self_contained(inputs, tmp_path):

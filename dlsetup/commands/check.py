@@ -56,7 +56,7 @@ def _judge(profile: HostProfile) -> Tuple[Dict[str, Any], Any]:
 
     findings = run_checks(profile, today=date.today().isoformat())
     counts = {s: sum(f.severity == s for f in findings) for s in STYLE}
-    doc = {"host": profile.hostname, "source": profile.source, "summary": counts,
+    doc = {"host": profile.hostname, "machine": profile.machine.key, "source": profile.source, "summary": counts,
            "findings": [f.to_dict() for f in findings]}
     table = Table(title=f"check: {escape(profile.hostname or '?')} ({escape(profile.source)})", title_justify="left")
     for col in ("", "Check", "Finding", "Hint"):

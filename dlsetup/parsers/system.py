@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Dict, List, Optional, Tuple
 
@@ -133,3 +134,22 @@ def secure_boot_from_mokutil(text: str) -> Optional[str]:
     if "secureboot disabled" in lowered or "efi variables are not supported" in lowered:
         return "disabled"
     return None
+
+
+_MACHINE_ID = re.compile(r"[0-9a-f]{32}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: product UUIDs firmware writes when it has none (all zeros, all ones, the "03000200-..." placeholder)
+_PLACEHOLDER_UUIDS = {"00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff",
+                      "03000200-0400-0500-0006-000700080009"}
+
+
+def parse_machine_id(text: str) -> Optional[str]:
+    """/etc/machine-id: 32 hex digits on one line; "uninitialized" (first boot) or anything else is None."""
+    value = text.strip().lower()
+    return value if _MACHINE_ID.fullmatch(value) and value != "0" * 32 else None
+
+
+def parse_product_uuid(text: str) -> Optional[str]:
+    """/sys/class/dmi/id/product_uuid: a UUID, lowercased; firmware placeholders are None."""
+    value = text.strip().lower()
+    return value if _UUID.fullmatch(value) and value not in _PLACEHOLDER_UUIDS else None

@@ -75,10 +75,12 @@ class Plan:
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: what the user should know before applying: unverified versions, end-of-life branches
     warnings: Tuple[str, ...] = ()
+    machine: Optional[str] = None  #: the host's machine id (HostProfile.machine.key), to tell same-named hosts apart
 
     def to_dict(self) -> dict:
         return {
             "host": self.host,
+            "machine": self.machine,
             "roles": list(self.roles),
             "decisions": [vars(d) for d in self.decisions],
             "variables": dict(self.variables),
@@ -239,7 +241,7 @@ class _Planner:
             for failure in self.live.failures:
                 self.notes.append(f"index: {failure}; planned from the tables where it mattered")
         return Plan(host, roles, tuple(self.decisions), variables, reboot, tuple(self.notes), tuple(self.destroys),
-                    dict(sorted(self.sources.items())), tuple(self.warnings))
+                    dict(sorted(self.sources.items())), tuple(self.warnings), self.profile.machine.key)
 
     def check_request(self) -> None:
         if self.request.pip_offline and not self.request.pip_find_links:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, TypeVar
 
 from dlsetup.errors import UsageError
-from dlsetup.model import CPUInfo, HostProfile, MemoryInfo, NvidiaState, AmdState, StorageInfo
+from dlsetup.model import AmdState, CPUInfo, HostProfile, MachineIdentity, MemoryInfo, NvidiaState, StorageInfo
 from dlsetup.probe import gpus as gpu_reader
 from dlsetup.probe import storage as storage_reader
 from dlsetup.probe import system as system_reader
@@ -72,6 +72,7 @@ def probe_host(host: Host, enrich: bool = True) -> HostProfile:
         if _is_root():
             host.start([("dmidecode-t-memory", system_reader.COMMANDS["dmidecode-t-memory"])])
     kernel = guarded("kernel", lambda: system_reader.kernel_facts(host), {})
+    machine = guarded("machine", lambda: system_reader.read_machine(host), MachineIdentity())
     lscpu = guarded("lscpu", lambda: system_reader.read_lscpu(host), {})
     os_info = guarded("os", lambda: system_reader.read_os(host, kernel, lscpu), None)
     gpus, links, nvidia, amd = guarded(
@@ -87,6 +88,8 @@ def probe_host(host: Host, enrich: bool = True) -> HostProfile:
     return HostProfile(
         hostname=kernel.get("hostname"),
         source=host.source,
+        machine=machine,
+        probed_at=_now() if host.is_live else None,
         cpu=cpu,
         memory=memory,
         storage=storage,
@@ -104,6 +107,12 @@ def enrich(profile: HostProfile) -> HostProfile:
     import dataclasses
 
     return dataclasses.replace(profile, gpus=gpu_reader.enrich_gpus(profile.gpus))
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _is_root() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from dlsetup.model import CPUInfo, MemoryInfo, OSInfo
+from dlsetup.model import CPUInfo, MachineIdentity, MemoryInfo, OSInfo
 from dlsetup.parsers import cpu as cpu_parsers
 from dlsetup.parsers import dmi
 from dlsetup.parsers import system as sysp
@@ -36,6 +36,12 @@ def kernel_facts(host: Host) -> dict:
         uname = sysp.parse_uname_a(host.run("uname-a", COMMANDS["uname-a"]) or "")
         facts = {k: v or uname.get(k) for k, v in facts.items()}
     return facts
+
+
+def read_machine(host: Host) -> MachineIdentity:
+    """/etc/machine-id and the DMI product UUID (readable by root), each kept only in its own format."""
+    return MachineIdentity(machine_id=sysp.parse_machine_id(host.read("/etc/machine-id") or ""),
+                           product_uuid=sysp.parse_product_uuid(host.read("/sys/class/dmi/id/product_uuid") or ""))
 
 
 def read_os(host: Host, kernel: dict, lscpu: dict) -> OSInfo:

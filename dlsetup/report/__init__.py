@@ -49,10 +49,13 @@ def kind_of(document: Any) -> Optional[str]:
 
 @dataclass
 class HostReport:
-    """Everything the inputs say about one host."""
+    """Everything the inputs say about one machine."""
 
     host: str
+    machine: Optional[str] = None  #: machine id (probe's ``machine``), None when no input says
     documents: Dict[str, Dict[str, Any]] = field(default_factory=dict)  #: kind -> document
+    #: set by :func:`read_inputs` when another machine has the same host name: the name and a short id
+    label: str = ""
 
     @property
     def readiness(self) -> Tuple[str, str]:
@@ -99,12 +102,31 @@ def _name(kind: str, document: Dict[str, Any], key: Optional[str]) -> str:
     return document.get("hostname" if kind == "probe" else "host") or "(unnamed host)"
 
 
+def _machine(kind: str, document: Dict[str, Any]) -> Optional[str]:
+    """The machine id a document carries: a probe's ``machine`` identity, the others' ``machine`` string."""
+    machine = document.get("machine")
+    if kind == "probe" and isinstance(machine, dict):
+        return machine.get("machine_id") or machine.get("product_uuid") or None
+    return machine if isinstance(machine, str) and machine else None
+
+
 def _shown(name: str) -> str:
     """A host name for a message: as it is when short and printable, else quoted and cut."""
     return name if len(name) <= 60 and name.isprintable() and name.strip() == name and name else quote(name, 60)
 
 
-def _read_file(path: Path, hosts: Dict[str, HostReport]) -> None:
+Key = Tuple[str, Optional[str]]  #: (host name, machine id or None)
+
+
+def _newer(kind: str, new: Dict[str, Any], old: Dict[str, Any]) -> bool:
+    """Whether ``new`` replaces ``old`` for the same machine: the later probe by its ``probed_at``; else the
+    input read last (files in the order given, documents in file order)."""
+    if kind == "probe" and new.get("probed_at") and old.get("probed_at"):
+        return str(new["probed_at"]) >= str(old["probed_at"])
+    return True
+
+
+def _read_file(path: Path, hosts: Dict[Key, HostReport]) -> None:
     for key, document in _documents(path, decode(read_input(path, MAX_BYTES), max_bytes=MAX_BYTES)):
         kind = kind_of(document)
         where = f"{path}" if key is None else f"{path}: host {_shown(key)}"
@@ -113,20 +135,36 @@ def _read_file(path: Path, hosts: Dict[str, HostReport]) -> None:
         wrong = problem(kind, document)
         if wrong is not None:
             raise UsageError(f"{where}: {kind} document: {wrong}")
-        name = _name(kind, document, key)
-        report = hosts.setdefault(name, HostReport(name))
-        if kind == "failure":
-            report.documents.setdefault(kind, document)  # probe -i and check -i both say so
-            continue
-        if kind in report.documents:
-            raise UsageError(f"{where}: a second {kind} result for host {_shown(name)}")
-        report.documents[kind] = document
+        name, machine = _name(kind, document, key), _machine(kind, document)
+        report = hosts.setdefault((name, machine), HostReport(name, machine))
+        old = report.documents.get(kind)
+        if old is None or (kind != "failure" and _newer(kind, document, old)):
+            report.documents[kind] = document
+
+
+def _merge_unidentified(hosts: Dict[Key, HostReport]) -> List[HostReport]:
+    """Documents that name a host but no machine (provision lines, older inputs) join the one machine of
+    that name; with several machines of one name they stay apart, as "machine unknown"."""
+    machines: Dict[str, List[HostReport]] = {}
+    for (name, machine), report in hosts.items():
+        if machine is not None:
+            machines.setdefault(name, []).append(report)
+    merged: List[HostReport] = []
+    for (name, machine), report in hosts.items():
+        same_name = machines.get(name, [])
+        if machine is None and len(same_name) == 1:
+            for kind, document in report.documents.items():
+                same_name[0].documents.setdefault(kind, document)
+        else:
+            merged.append(report)
+    return merged
 
 
 def read_inputs(paths: Iterable[Path]) -> List[HostReport]:
-    """Read, check and group the JSON files; a usage error names the file (and the field) that is
-    unreadable, not recognised or of the wrong shape."""
-    hosts: Dict[str, HostReport] = {}
+    """Read, check and group the JSON files by machine (host name and machine id): two machines with one
+    host name are two hosts, labelled with a short id; the same machine twice keeps its newest result. A
+    usage error names the file (and the field) that is unreadable, not recognised or of the wrong shape."""
+    hosts: Dict[Key, HostReport] = {}
     for path in paths:
         try:
             _read_file(path, hosts)
@@ -134,7 +172,14 @@ def read_inputs(paths: Iterable[Path]) -> List[HostReport]:
             raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
         except DocumentError as err:
             raise UsageError(f"{path}: {err}") from None
-    return sorted(hosts.values(), key=lambda r: r.host)
+    reports = _merge_unidentified(hosts)
+    names = [r.host for r in reports]
+    for report in reports:
+        if names.count(report.host) > 1:
+            report.label = f"{report.host} ({(report.machine or '').replace('-', '')[:8] or 'machine unknown'})"
+        else:
+            report.label = report.host
+    return sorted(reports, key=lambda r: (r.host, r.machine or ""))
 
 
 @lru_cache(maxsize=1)
