@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from dlsetup.runner import RunOptions, _environment, check_extra_vars, run_playbooks
-from dlsetup.runner.results import Tally
+from dlsetup.runner.results import HostResult, RunResult, Tally
 from dlsetup.errors import UsageError
 
 PLAY = [{
@@ -158,3 +159,39 @@ def test_environment_is_tuned_for_the_hosts(monkeypatch: pytest.MonkeyPatch, tmp
     assert "ANSIBLE_STRATEGY" not in env  # Ansible's linear strategy unless mitogen is asked for
     monkeypatch.setenv("DLSETUP_MITOGEN", "1")
     assert _environment(["h1"])["ANSIBLE_STRATEGY"] == "mitogen_linear"
+
+
+def _rendered(renderable: Any) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_summary_names_the_failing_task_and_its_message(events: List[Dict[str, Any]]) -> None:
+    """What the run summary and the JSON say about a failed host: which task, and Ansible's reason."""
+    from dlsetup.runner.progress import summary
+
+    tally = Tally()
+    for event in events:
+        tally.handle(event)
+    result = tally.result(rc=4)
+    here, gone = result.host("here"), result.host("gone")
+    text = _rendered(summary(result))
+    assert "here: fails: non-zero return code: E: the real reason" in text
+    assert f"gone: unchanged: {gone.failure.message}"[:60] in text.replace("\n", " ")
+    assert here.to_dict()["failure"] == {"task": "fails", "message": "non-zero return code: E: the real reason"}
+    # a host that did not fail adds no line
+    clean = RunResult((HostResult("ok-host", ok=3),), 0)
+    assert "ok-host:" not in _rendered(summary(clean)) and "ok-host" in _rendered(summary(clean))
+
+
+def test_failure_message_keeps_the_reason() -> None:
+    from dlsetup.runner.results import failure_message
+
+    assert failure_message({"msg": "non-zero return code", "stderr": "x\nE: the reason"}) == \
+        "non-zero return code: E: the reason"
+    assert failure_message({"msg": "", "module_stderr": "Traceback (most recent call last):\n  f\nOSError: boom"}) \
+        == "OSError: boom"
+    assert failure_message({}) == "failed without a message"
