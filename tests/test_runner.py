@@ -150,7 +150,7 @@ def test_environment_is_tuned_for_the_hosts(monkeypatch: pytest.MonkeyPatch, tmp
     env = _environment(["h1", "h2", "h3"])
     assert env["ANSIBLE_FORKS"] == "3" and env["ANSIBLE_PIPELINING"] == "True"
     assert "-C" not in env["ANSIBLE_SSH_ARGS"].split() and "ControlPersist=120s" in env["ANSIBLE_SSH_ARGS"]
-    assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path / "dlsetup" / "facts")
+    assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path / "dlsetup" / "facts" / "local")
     chroot = _environment(["/srv/root1"])  # the JSON cache cannot name a file after a path
     assert chroot["ANSIBLE_CACHE_PLUGIN"] == "ansible.builtin.memory" and "ANSIBLE_CACHE_PLUGIN_CONNECTION" not in chroot
     monkeypatch.setenv("ANSIBLE_FORKS", "2")  # the user's own setting wins

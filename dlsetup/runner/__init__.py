@@ -105,15 +105,16 @@ def cache_dir() -> Path:
     return Path(base) / "dlsetup"
 
 
-def _environment(hosts: Collection[str]) -> Dict[str, str]:
-    """Tuned Ansible settings for a run over ``hosts`` (:func:`dlsetup.fleet.tuned_ansible_env`, with
-    facts cached per host in JSON under :func:`cache_dir`, in memory only when a host name is a path,
-    a chroot, which the JSON cache cannot name a file after); the user's own ``ANSIBLE_*`` environment
-    wins over each of them."""
-    from dlsetup.fleet import tuned_ansible_env
+def _environment(hosts: Collection[str], sources: Sequence[str] = ()) -> Dict[str, str]:
+    """Tuned Ansible settings for a run over ``hosts`` of the inventory ``sources``
+    (:func:`dlsetup.fleet.tuned_ansible_env`, with facts cached per host in JSON in a folder of that
+    inventory's own under :func:`cache_dir` (:func:`dlsetup.fleet.fact_cache_dir`), in memory only when
+    a host name is a path, a chroot, which the JSON cache cannot name a file after); the user's own
+    ``ANSIBLE_*`` environment wins over each of them."""
+    from dlsetup.fleet import fact_cache_dir, tuned_ansible_env
 
     tuned = {
-        **tuned_ansible_env(len(hosts), cache_dir() / "facts",
+        **tuned_ansible_env(len(hosts), fact_cache_dir(sources, cache_dir()),
                             mitogen=os.environ.get("DLSETUP_MITOGEN", "").lower() in ("1", "true", "yes")),
         "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(FACT_CACHE_SECONDS),
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
@@ -166,7 +167,7 @@ def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
         if host_vars:
             sources.append(str(_write_inventory(private, host_vars)))
         kwargs: Dict[str, Any] = dict(
-            private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(hosts or list(host_vars or {})),
+            private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(hosts or list(host_vars or {}), inventory),
             cmdline=shlex.join(options.cmdline() + extra_vars_files(options.extra_vars, private / "env" / "vars")),
             event_handler=tally.handle, quiet=True,
             # anything but "jsonfile" leaves the fact cache to the environment's settings
