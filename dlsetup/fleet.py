@@ -145,18 +145,18 @@ def drop_stale_facts(directory: Path, hosts: Sequence[Any]) -> Tuple[str, ...]:
 
 #: what makes two probed hosts the same machine: the kernel that runs (its boot id, random per boot),
 #: the root filesystem it sees (device and inode of ``/``: a chroot or container of that kernel has its
-#: own) and /etc/machine-id. Cloned images share a machine id, not a boot id; hosts in chroots or
+#: own), both needed, and /etc/machine-id (empty on a minimal system). Cloned images share a machine id, not a boot id; hosts in chroots or
 #: containers of one kernel share a boot id, not a root.
 IDENTITY_KEYS = ("boot_id", "root", "machine_id")
 
 
 def aliases(hosts: Sequence[Any]) -> Tuple[Tuple[str, ...], ...]:
     """Groups of two or more inventory names (of :class:`~dlsetup.remote.RemoteHost` ``hosts``) that
-    reach the same machine; hosts whose identity the probe could not read fully are in none."""
+    reach the same machine; hosts whose boot id or root the probe could not read are in none."""
     machines: Dict[Tuple[str, ...], List[str]] = {}
     for host in hosts:
         key = tuple(str(host.identity.get(k) or "") for k in IDENTITY_KEYS)
-        if all(key):
+        if all(key[:2]):  # a kernel and a root; a minimal system may have no machine id
             machines.setdefault(key, []).append(host.name)
     return tuple(tuple(names) for names in machines.values() if len(names) > 1)
 

@@ -105,14 +105,17 @@ def test_aliases_are_hosts_with_one_identity() -> None:
              _host("clone", **{**one, "boot_id": "b2"}),
              # a chroot or container host of the same kernel: its own root
              _host("chroot", **{**one, "root": "64:1"}),
-             # identity not read: never called an alias
-             _host("bundle"), _host("bundle2"), _host("partial", boot_id="b1", root="2049:2"),
-             _host("partial2", boot_id="b1", root="2049:2")]
-    assert fleet.aliases(hosts) == (("gpu01", "gpu01.lab", "10.0.0.1"),)
-    with pytest.raises(UsageError, match="reach the same machine: gpu01 = gpu01.lab = 10.0.0.1") as err:
+             # no boot id (or nothing read: a bundle): never called an alias
+             _host("bundle"), _host("bundle2"), _host("no-boot-id", root="2049:2", machine_id="m1"),
+             _host("no-boot-id-2", root="2049:2", machine_id="m1"),
+             # a minimal system without a machine id, under two names
+             _host("minimal", boot_id="b3", root="1:1"), _host("minimal.lab", boot_id="b3", root="1:1")]
+    assert fleet.aliases(hosts) == (("gpu01", "gpu01.lab", "10.0.0.1"), ("minimal", "minimal.lab"))
+    with pytest.raises(UsageError, match="reach the same machine: gpu01 = gpu01.lab = 10.0.0.1; minimal = minimal.lab. "
+                       ) as err:
         fleet.refuse_aliases(hosts)
     assert err.value.exit_code == EXIT_USAGE
-    fleet.refuse_aliases(hosts[3:])
+    fleet.refuse_aliases(hosts[3:-1])
 
 
 def test_remote_probe_reports_the_machine_identity() -> None:
