@@ -21,8 +21,9 @@ from dlsetup.errors import UsageError
 from dlsetup.inventory import Inventory
 from dlsetup.model import HostProfile
 
-__all__ = ["HOST_BUNDLE_VAR", "PlanGroup", "ProbeFailure", "group_plans", "mitogen_strategy_plugins",
-           "probe_fleet", "raise_for_failures", "render_groups", "retry_file", "retry_limit", "save_retry", "tuned_ansible_env"]
+__all__ = ["HOST_BUNDLE_VAR", "PlanGroup", "ProbeFailure", "aliases", "drop_stale_facts", "fact_cache_dir",
+           "group_plans", "mitogen_strategy_plugins", "probe_fleet", "raise_for_failures", "refuse_aliases",
+           "render_groups", "retry_file", "retry_limit", "save_retry", "tuned_ansible_env"]
 
 #: ansible-core releases (major, minor) mitogen's strategy plugins support: mitogen's own floor
 #: (``ansible_mitogen.loaders.ANSIBLE_VERSION_MIN``) to 2.20 (mitogen-hq/mitogen#1364, fixed by #1367).
@@ -91,6 +92,84 @@ def tuned_ansible_env(hosts: int, cache: Path, mitogen: bool = False) -> Dict[st
         env["ANSIBLE_STRATEGY_PLUGINS"] = str(plugins)
         env["ANSIBLE_STRATEGY"] = "mitogen_linear"
     return env
+
+
+def _source_key(sources: Sequence[str]) -> str:
+    """One key per list of inventory sources: their resolved paths (a source that is no path, e.g.
+    ``host1,host2,``, as written)."""
+    return "\0".join(str(Path(s).resolve()) if Path(s).exists() else s for s in sources)
+
+
+def fact_cache_dir(sources: Sequence[str], cache: Path) -> Path:
+    """Where facts are cached for a run over the inventory ``sources``: a folder per inventory.
+
+    Ansible's JSON fact cache names a file after the inventory host name only, so a ``gpu01`` of one
+    inventory would read the facts (the kernel the headers are installed for, among them) that a
+    ``gpu01`` of another left there. Without an inventory (this machine, ``localhost``) the folder is
+    ``local``. Within an inventory, :func:`drop_stale_facts` checks cached facts against the probe."""
+    if not sources:
+        return cache / "facts" / "local"
+    return cache / "facts" / hashlib.sha256(_source_key(sources).encode()).hexdigest()[:16]
+
+
+#: cached fact -> how the probed machine says it: a cached fact that disagrees is dropped
+_FACT_CHECKS = {"ansible_kernel": lambda host: host.profile.os.kernel,
+                "ansible_machine_id": lambda host: host.identity.get("machine_id")}
+
+
+def drop_stale_facts(directory: Path, hosts: Sequence[Any]) -> Tuple[str, ...]:
+    """Remove the cached facts of the probed ``hosts`` (:class:`~dlsetup.remote.RemoteHost`) that do not
+    describe the machine the probe found under that name now (another kernel, another machine id): the
+    next run gathers them again. Returns the hosts whose facts were dropped."""
+    if not directory.is_dir():
+        return ()
+    from ansible.plugins.loader import cache_loader
+
+    cache = cache_loader.get("jsonfile", _uri=str(directory), _timeout=0)
+    dropped = []
+    for host in hosts:
+        name = host.name
+        if "/" in name or name in (".", "..") or not cache.contains(name):
+            continue
+        facts = cache.get(name) or {}
+        for fact, probed in _FACT_CHECKS.items():
+            value = probed(host)
+            if value and facts.get(fact) not in (None, value):
+                cache.delete(name)
+                dropped.append(name)
+                break
+    return tuple(dropped)
+
+
+# -- one machine under two names ------------------------------------------------------------------
+
+#: what makes two probed hosts the same machine: the kernel that runs (its boot id, random per boot),
+#: the root filesystem it sees (device and inode of ``/``: a chroot or container of that kernel has its
+#: own), both needed, and /etc/machine-id (empty on a minimal system). Cloned images share a machine id, not a boot id; hosts in chroots or
+#: containers of one kernel share a boot id, not a root.
+IDENTITY_KEYS = ("boot_id", "root", "machine_id")
+
+
+def aliases(hosts: Sequence[Any]) -> Tuple[Tuple[str, ...], ...]:
+    """Groups of two or more inventory names (of :class:`~dlsetup.remote.RemoteHost` ``hosts``) that
+    reach the same machine; hosts whose boot id or root the probe could not read are in none."""
+    machines: Dict[Tuple[str, ...], List[str]] = {}
+    for host in hosts:
+        key = tuple(str(host.identity.get(k) or "") for k in IDENTITY_KEYS)
+        if all(key[:2]):  # a kernel and a root; a minimal system may have no machine id
+            machines.setdefault(key, []).append(host.name)
+    return tuple(tuple(names) for names in machines.values() if len(names) > 1)
+
+
+def refuse_aliases(hosts: Sequence[Any]) -> None:
+    """A :class:`~dlsetup.errors.UsageError` (exit 2) naming the inventory names that reach one machine:
+    provisioning it twice in parallel would run two package managers, and two storage runs, against the
+    same system and disks. Keep one name per machine in the inventory (or pick one with --limit)."""
+    found = aliases(hosts)
+    if found:
+        groups = "; ".join(" = ".join(names) for names in found)
+        raise UsageError(f"these inventory names reach the same machine: {groups}. Keep one name per machine "
+                         "in the inventory, or select one with --limit; nothing was changed")
 
 
 # -- probe ----------------------------------------------------------------------------------------

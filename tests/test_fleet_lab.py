@@ -107,3 +107,26 @@ def test_heterogeneous_fleet_gets_plans_per_hardware_grouped(lab_fleet: Fleet, t
     assert dict(groups[("h3", "h4")].choices)["accelerator"] == "cpu"
     assert dict(groups[("h1",)].choices)["torch build"] == "cu130"
     assert groups[("h2",)].roles == ("common", "rocm", "frameworks")
+
+
+def test_one_machine_under_two_names_is_refused(lab_fleet: Fleet, tmp_path: Path) -> None:
+    """h1 listed twice (a second name for its address) is one machine; the namespace hosts, chroots of one
+    kernel with roots of their own, are not. Provision refuses before changing anything."""
+    import yaml
+
+    from dlsetup.errors import EXIT_USAGE
+    from dlsetup.remote import probe_hosts
+
+    inventory = lab_fleet.inventory(tmp_path / "hosts.yml", hosts=["h1", "h2", "h3"])
+    data = yaml.safe_load(inventory.read_text())
+    data["all"]["hosts"]["h1-again"] = dict(data["all"]["hosts"]["h1"])
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    hosts = probe_hosts(load_inventory(inventory))
+    identity = {name: host.identity for name, host in hosts.items()}
+    assert identity["h1"] == identity["h1-again"]
+    assert identity["h1"]["boot_id"] == identity["h2"]["boot_id"] == identity["h3"]["boot_id"]
+    assert len({identity[name]["root"] for name in ("h1", "h2", "h3")}) == 3
+    assert fleet.aliases(list(hosts.values())) == (("h1", "h1-again"),)
+    run, summaries = provision(inventory, tmp_path, "--check")
+    assert run.returncode == EXIT_USAGE and summaries == []
+    assert "reach the same machine: h1 = h1-again" in run.stderr.splitlines()[-1]

@@ -433,3 +433,17 @@ def test_nvml_unsupported_fields_are_left_out(monkeypatch: pytest.MonkeyPatch) -
     assert report_from_nvml_snapshot(snapshot).gpus == (
         {"index": 0, "name": "NVIDIA H100 80GB HBM3", "vendor": "nvidia", "sources": ("nvml",)},
     )
+
+
+@pytest.mark.parametrize("name, widths, gens", [
+    # (max, current) link width and generation, as each file says them
+    ("xml_a10g_drv515_v11.xml", (16, 8), (4, 1)),
+    ("xml_tesla-t4_drv515_v11.xml", (16, 8), (3, 3)),
+    ("xml_quadro-p2000_drv525_v12.xml", (16, 8), (3, 1)),
+])
+def test_xml_current_pcie_link_is_read_from_current(name: str, widths: tuple, gens: tuple) -> None:
+    """Cards running at a narrower or slower link than they can: current is not max (a slot wired x8,
+    or a link that trains down at idle), which is what the degraded-link advice reads."""
+    gpu = _public(name).gpus[0]
+    assert (gpu["pcie_width_max"], gpu["pcie_width_current"]) == widths
+    assert (gpu["pcie_gen_max"], gpu["pcie_gen_current"]) == gens

@@ -161,7 +161,10 @@ def test_plan_decisions(case):
     assert plan.roles == roles
     assert plan.variables["dlsetup_roles"] == list(roles)
     assert plan.variables["frameworks_packages"] == packages
-    assert plan.variables["frameworks_pip_extra_index_urls"] == indexes
+    # a vendor index is never an extra index beside the default: torch comes from it alone
+    assert [i["url"] for i in plan.variables["frameworks_pip_vendor_indexes"]] == indexes
+    assert all("torch" in i["projects"] for i in plan.variables["frameworks_pip_vendor_indexes"])
+    assert plan.variables["frameworks_pip_extra_index_urls"] == []
 
 
 CONFLICTS = [

@@ -51,7 +51,9 @@ def test_h100_bundle_keeps_driver_and_picks_cu130(fixtures_dir, tmp_path):
     assert driver == [{"topic": "driver", "choice": "keep 580.159.04", "rule": "rule:keep-loaded-driver",
                        "reason": "the loaded open driver supports Hopper and CUDA up to 13.0: not reinstalled "
                                  "(long-term branch 580)", "source": "host", "as_of": None}]
-    assert plan["variables"]["frameworks_pip_extra_index_urls"] == ["https://download.pytorch.org/whl/cu130"]
+    assert plan["variables"]["frameworks_pip_vendor_indexes"] == [
+        {"url": "https://download.pytorch.org/whl/cu130", "projects": ["torch", "torchvision", "torchaudio"]}]
+    assert plan["variables"]["frameworks_pip_extra_index_urls"] == []
     assert "rocm" not in result.output.lower()
     assert yaml.safe_load(out.read_text()) == plan["variables"]
 

@@ -144,3 +144,46 @@ def test_report_in_headless_chromium(inputs, tmp_path):
         assert visible in text, visible
     assert text.count('class="badge pass">ready</span>') == 2  # fleet row and host heading
     assert (artifacts / "report.png").stat().st_size > 10_000
+
+
+def test_host_name_is_escaped_everywhere(inputs, tmp_path):
+    """The host name comes from the probed machine (or an inventory): never markup in the page."""
+    hostile = tmp_path / "probe.json"
+    doc = json.loads(inputs["probe"].read_text())
+    doc["hostname"] = "<script>alert(1)</script>"
+    hostile.write_text(json.dumps(doc))
+    html = render(read_inputs([hostile]))
+    assert "<script" not in html
+    # the fleet table and the host's section both name it, escaped
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 2
+
+
+def _verify(host: str, *statuses: str) -> dict:
+    return {"kind": "verify", "host": host, "devices": [], "python": "/opt/venv/bin/python", "quick": True,
+            "checks": [{"id": f"check.{i}", "status": s, "message": s, "device": None, "figures": {}}
+                       for i, s in enumerate(statuses)]}
+
+
+@pytest.mark.parametrize("statuses, expected", [
+    (("pass", "pass"), ("ready", "pass")),
+    (("pass", "warn"), ("ready, with warnings", "warn")),
+    (("pass", "fail"), ("not ready", "fail")),
+    (("fail", "warn", "pass"), ("not ready", "fail")),
+    (("fail",), ("not ready", "fail")),
+])
+def test_readiness_follows_the_verify_checks(tmp_path, statuses, expected):
+    path = tmp_path / "verify.json"
+    path.write_text(json.dumps(_verify("gpu-a", *statuses)))
+    (host,) = read_inputs([path])
+    assert host.readiness == expected
+    assert f">{expected[0]}<" in render([host])
+
+
+def test_failed_check_findings_block_readiness(inputs, tmp_path):
+    doc = json.loads(inputs["check"].read_text())
+    doc["findings"] = [{**doc["findings"][0], "severity": "fail"}] if doc["findings"] else [
+        {"id": "x", "severity": "fail", "message": "blocked"}]
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps({**doc, "host": "gpu-c"}))
+    (host,) = read_inputs([path])
+    assert host.readiness == ("blocked", "fail")

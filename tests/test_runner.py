@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from dlsetup.runner import RunOptions, _environment, check_extra_vars, run_playbooks
-from dlsetup.runner.results import Tally
+from dlsetup.runner.results import HostResult, RunResult, Tally
 from dlsetup.errors import UsageError
 
 PLAY = [{
@@ -140,7 +141,7 @@ def test_good_extra_vars(tmp_path: Path) -> None:
     (tmp_path / "vars.yml").write_text("a: 1\n")
     values = ["a=1", '{"b": 2}', f"@{tmp_path / 'vars.yml'}"]
     assert check_extra_vars(values) == tuple(values)
-    assert RunOptions(extra_vars=("a=1",), tags=("x", "y")).cmdline()[-4:] == ["--tags", "x,y", "--extra-vars", "a=1"]
+    assert RunOptions(extra_vars=("a=1",), tags=("x", "y")).cmdline()[-2:] == ["--tags", "x,y"]
 
 
 def test_environment_is_tuned_for_the_hosts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -149,7 +150,7 @@ def test_environment_is_tuned_for_the_hosts(monkeypatch: pytest.MonkeyPatch, tmp
     env = _environment(["h1", "h2", "h3"])
     assert env["ANSIBLE_FORKS"] == "3" and env["ANSIBLE_PIPELINING"] == "True"
     assert "-C" not in env["ANSIBLE_SSH_ARGS"].split() and "ControlPersist=120s" in env["ANSIBLE_SSH_ARGS"]
-    assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path / "dlsetup" / "facts")
+    assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path / "dlsetup" / "facts" / "local")
     chroot = _environment(["/srv/root1"])  # the JSON cache cannot name a file after a path
     assert chroot["ANSIBLE_CACHE_PLUGIN"] == "ansible.builtin.memory" and "ANSIBLE_CACHE_PLUGIN_CONNECTION" not in chroot
     monkeypatch.setenv("ANSIBLE_FORKS", "2")  # the user's own setting wins
@@ -158,3 +159,72 @@ def test_environment_is_tuned_for_the_hosts(monkeypatch: pytest.MonkeyPatch, tmp
     assert "ANSIBLE_STRATEGY" not in env  # Ansible's linear strategy unless mitogen is asked for
     monkeypatch.setenv("DLSETUP_MITOGEN", "1")
     assert _environment(["h1"])["ANSIBLE_STRATEGY"] == "mitogen_linear"
+
+
+def _rendered(renderable: Any) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_summary_names_the_failing_task_and_its_message(events: List[Dict[str, Any]]) -> None:
+    """What the run summary and the JSON say about a failed host: which task, and Ansible's reason."""
+    from dlsetup.runner.progress import summary
+
+    tally = Tally()
+    for event in events:
+        tally.handle(event)
+    result = tally.result(rc=4)
+    here, gone = result.host("here"), result.host("gone")
+    text = _rendered(summary(result))
+    assert "here: fails: non-zero return code: E: the real reason" in text
+    assert f"gone: unchanged: {gone.failure.message}"[:60] in text.replace("\n", " ")
+    assert here.to_dict()["failure"] == {"task": "fails", "message": "non-zero return code: E: the real reason"}
+    # a host that did not fail adds no line
+    clean = RunResult((HostResult("ok-host", ok=3),), 0)
+    assert "ok-host:" not in _rendered(summary(clean)) and "ok-host" in _rendered(summary(clean))
+
+
+def test_failure_message_keeps_the_reason() -> None:
+    from dlsetup.runner.results import failure_message
+
+    assert failure_message({"msg": "non-zero return code", "stderr": "x\nE: the reason"}) == \
+        "non-zero return code: E: the reason"
+    assert failure_message({"msg": "", "module_stderr": "Traceback (most recent call last):\n  f\nOSError: boom"}) \
+        == "OSError: boom"
+    assert failure_message({}) == "failed without a message"
+
+
+def test_extra_vars_are_files_not_arguments(tmp_path: Path) -> None:
+    """``-e`` values (become passwords among them) reach the play but never ansible-playbook's argv."""
+    (tmp_path / "vars.yml").write_text("from_file: yes-file\n")
+    play = tmp_path / "vars.yml.play"
+    play.write_text(yaml.safe_dump([{"name": "v", "hosts": "all", "gather_facts": False, "tasks": [
+        # lookups run in the ansible-playbook process: its own argv
+        {"name": "argv", "ansible.builtin.debug": {"msg": "{{ lookup('ansible.builtin.file', '/proc/self/cmdline') }}"}},
+        {"name": "values", "ansible.builtin.debug": {"msg": "{{ [secret, other, nested.k, from_file, later] }}"}}]}]))
+    values = ("secret='s3cr3t pass' other=2", '{"nested": {"k": "json-value"}, "later": "first"}',
+              f"@{tmp_path / 'vars.yml'}", "later=second")
+    result = run_playbooks([play], [], host_vars={"a": LOCAL}, options=RunOptions(extra_vars=values),
+                           capture=["argv", "values"])
+    host = result.host("a")
+    assert host.failed == 0, host.failure
+    assert host.captured["values"]["msg"] == ["s3cr3t pass", "2", "json-value", "yes-file", "second"]
+    argv = host.captured["argv"]["msg"]
+    assert "--extra-vars" in argv and "ansible-playbook" in argv
+    for secret in ("s3cr3t", "json-value", "second", "other=2"):
+        assert secret not in argv
+
+
+def test_extra_vars_files_are_private(tmp_path: Path) -> None:
+    from dlsetup.runner import extra_vars_files
+
+    args = extra_vars_files(["pw=x y=2", "@/etc/vars.yml", '{"a": [1]}'], tmp_path / "vars")
+    assert args[2:4] == ["--extra-vars", "@/etc/vars.yml"]
+    files = [Path(a[1:]) for a in args[1::2] if a != "@/etc/vars.yml"]
+    assert [yaml.safe_load(f.read_text()) for f in files] == [{"pw": "x", "y": "2"}, {"a": [1]}]
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
+    assert (tmp_path / "vars").stat().st_mode & 0o777 == 0o700
+    assert not any("pw=x" in a for a in args)

@@ -140,7 +140,7 @@ def _plan_hosts(targets: Inventory, request: Request
     plans: Dict[str, Plan] = {}
     roots: Dict[str, Optional[bool]] = {}
     failures = []
-    for name, host in probe_hosts(targets).items():
+    for name, host in probe_hosts(targets, distinct=True).items():
         if isinstance(host, ProbeFailure):
             failures.append(host)
             continue

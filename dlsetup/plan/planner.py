@@ -811,14 +811,25 @@ class _Planner:
             self.decide("jax", requirement, why, f"jax:{variant.extra}" if variant else "rule:cpu-only")
         self.packages.append(requirement)
 
-    def add_index(self, url: str) -> None:
+    #: what PyTorch's wheel index carries besides torch's own dependencies: installed from it alone
+    TORCH_INDEX_PROJECTS = ("torch", "torchvision", "torchaudio")
+
+    def add_index(self, url: str, projects: Tuple[str, ...] = TORCH_INDEX_PROJECTS) -> None:
+        """Install ``projects`` (and what they depend on) from the vendor index ``url`` alone: in a pip run
+        of their own with ``--index-url url``, never with a second index beside it, where a same-named
+        project on the other index could win (the dependency-confusion setup of PyTorch's torchtriton,
+        2022). The other packages come from the user's index. A request with its own index, wheelhouse
+        or offline install keeps to that instead."""
         r = self.request
         if r.pip_index_url or r.pip_find_links or r.pip_offline:
             self.decide("wheel index", "as given", f"{url} not added: the request brings its own index or wheels",
                         "rule:user-index")
         elif url not in self.extra_index_urls:
             self.extra_index_urls.append(url)
-            self.decide("wheel index", url, "the vendor index that carries this build", "rule:vendor-index")
+            self.variables.setdefault("frameworks_pip_vendor_indexes", []).append(
+                {"url": url, "projects": list(projects)})
+            self.decide("wheel index", url, f"the vendor index that carries this build: {', '.join(projects)} "
+                        "and their dependencies from it alone", "rule:vendor-index")
 
     # -- the rest ----------------------------------------------------------------------------
     def resolve_container_toolkit(self, nvidia: Optional[_Nvidia], system: OSEntry) -> None:
@@ -909,7 +920,9 @@ class _Planner:
             "frameworks_python": "python3" if python == system.python else f"python{python}",
             "frameworks_packages": list(self.packages),
             "frameworks_pip_index_url": r.pip_index_url or "",
-            "frameworks_pip_extra_index_urls": list(self.extra_index_urls),
+            # vendor indexes are never extra indexes: frameworks_pip_vendor_indexes (add_index)
+            "frameworks_pip_extra_index_urls": [],
+            "frameworks_pip_vendor_indexes": self.variables.get("frameworks_pip_vendor_indexes", []),
             "frameworks_pip_find_links": list(r.pip_find_links),
             "frameworks_pip_offline": r.pip_offline,
         })

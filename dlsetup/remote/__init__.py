@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from dlsetup import __version__
 from dlsetup.errors import EXIT_HOSTS_FAILED, DlsetupError, UsageError
@@ -49,6 +49,8 @@ class RemoteHost:
     name: str  #: the inventory name
     profile: HostProfile
     root: Optional[bool]  #: the connection user is root (no escalation needed); None: not known (a bundle)
+    #: what tells the machine from another (:data:`dlsetup.fleet.IDENTITY_KEYS`); empty for a bundle
+    identity: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _sources() -> Iterator[Tuple[str, Path]]:
@@ -84,13 +86,17 @@ def build_zipapp(directory: Path) -> Path:
     return target
 
 
-def probe_hosts(inventory: Inventory) -> Dict[str, Union[RemoteHost, ProbeFailure]]:
+def probe_hosts(inventory: Inventory, distinct: bool = False) -> Dict[str, Union[RemoteHost, ProbeFailure]]:
     """Probe every selected host of ``inventory`` in one parallel run: name -> host or why it has none.
 
     Hosts with the variable :data:`~dlsetup.fleet.HOST_BUNDLE_VAR` are read from that saved bundle on
     the controller instead (``root`` unknown). A host that fails or cannot be reached does not stop the
-    others; every selected host is in the result, in inventory order. Raises
+    others; every selected host is in the result, in inventory order. Cached facts of a probed host
+    that no longer describe it are dropped (:func:`dlsetup.fleet.drop_stale_facts`). With ``distinct``
+    (before changing hosts), inventory names that reach one machine are a
+    :class:`~dlsetup.errors.UsageError` naming them (:func:`dlsetup.fleet.refuse_aliases`). Raises
     :class:`~dlsetup.errors.DlsetupError` (exit 3) only when ansible-playbook itself cannot run."""
+    from dlsetup.fleet import drop_stale_facts, fact_cache_dir, refuse_aliases
     from dlsetup.runner import RunOptions, cache_dir, list_inventory, run_playbooks
 
     rc, data, _ = list_inventory(inventory.sources, inventory.limit)
@@ -107,6 +113,10 @@ def probe_hosts(inventory: Inventory) -> Dict[str, Union[RemoteHost, ProbeFailur
         if result.error:
             raise DlsetupError(f"cannot probe the hosts: {result.error}", EXIT_HOSTS_FAILED)
         outcomes.update((host.host, _remote_host(host)) for host in result.hosts)
+    probed = [host for host in map(outcomes.get, inventory.hosts) if isinstance(host, RemoteHost)]
+    drop_stale_facts(fact_cache_dir(inventory.sources, cache_dir()), probed)
+    if distinct:
+        refuse_aliases(probed)
     return {name: outcomes.get(name, ProbeFailure(name, "failed", "the probe did not run on this host"))
             for name in inventory.hosts}
 
@@ -134,4 +144,6 @@ def _remote_host(host: HostResult) -> Union[RemoteHost, ProbeFailure]:
     except (ValueError, KeyError, TypeError) as err:
         return ProbeFailure(host.host, "failed", f"the remote probe printed no profile ({err})")
     profile = enrich(dataclasses.replace(profile, source=f"remote:{host.host}"))
-    return RemoteHost(host.host, profile, root=data.get("euid") == 0)
+    identity = data.get("identity")
+    identity = {str(k): str(v) for k, v in identity.items() if isinstance(v, str)} if isinstance(identity, dict) else {}
+    return RemoteHost(host.host, profile, root=data.get("euid") == 0, identity=identity)

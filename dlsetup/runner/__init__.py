@@ -24,7 +24,7 @@ from rich.console import Console
 from dlsetup.errors import UsageError
 from dlsetup.runner.results import HostResult, RunResult, Tally, TaskFailure
 
-__all__ = ["HostResult", "RunOptions", "RunResult", "TaskFailure", "ansible_dir", "cache_dir",
+__all__ = ["HostResult", "RunOptions", "RunResult", "TaskFailure", "ansible_dir", "cache_dir", "extra_vars_files",
            "list_inventory", "run_playbooks"]
 
 #: seconds cached facts stay valid (long enough for a check run followed by the real one)
@@ -45,6 +45,8 @@ class RunOptions:
     forks: Optional[int] = None  #: None: one per host (:func:`dlsetup.fleet.tuned_ansible_env`)
 
     def cmdline(self) -> List[str]:
+        """ansible-playbook's options, less the extra vars: their values never go on a command line
+        (``ps`` shows it to every user, and ansible-runner records it), see :func:`extra_vars_files`."""
         args = ["--forks", str(self.forks)] if self.forks else []
         args += ["--check"] if self.check else []
         args += ["--diff"] if self.diff else []
@@ -52,9 +54,29 @@ class RunOptions:
         args += ["--tags", ",".join(self.tags)] if self.tags else []
         args += ["--skip-tags", ",".join(self.skip_tags)] if self.skip_tags else []
         args += ["--limit", self.limit] if self.limit else []
-        for value in self.extra_vars:
-            args += ["--extra-vars", value]
         return args
+
+
+def extra_vars_files(values: Sequence[str], directory: Path) -> List[str]:
+    """``--extra-vars @FILE`` arguments for the ``-e`` ``values``, in their order (a later one wins, as
+    with ``-e``): a ``@file`` as given, each inline value (``KEY=VALUE`` as Ansible splits it, or a
+    JSON/YAML mapping) written to its own file, readable by its owner only, in ``directory``. So the
+    values (become passwords among them) are on no command line, only file names are."""
+    from ansible.parsing.splitter import parse_kv
+
+    args: List[str] = []
+    for index, value in enumerate(values):
+        if value.startswith("@"):
+            args += ["--extra-vars", value]
+            continue
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = directory / f"extra-vars-{index}.yml"
+        text = value if value.lstrip()[:1] in ("{", "[") else json.dumps(parse_kv(value))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        args += ["--extra-vars", f"@{path}"]
+    return args
 
 
 def check_extra_vars(values: Sequence[str]) -> Tuple[str, ...]:
@@ -83,15 +105,16 @@ def cache_dir() -> Path:
     return Path(base) / "dlsetup"
 
 
-def _environment(hosts: Collection[str]) -> Dict[str, str]:
-    """Tuned Ansible settings for a run over ``hosts`` (:func:`dlsetup.fleet.tuned_ansible_env`, with
-    facts cached per host in JSON under :func:`cache_dir`, in memory only when a host name is a path,
-    a chroot, which the JSON cache cannot name a file after); the user's own ``ANSIBLE_*`` environment
-    wins over each of them."""
-    from dlsetup.fleet import tuned_ansible_env
+def _environment(hosts: Collection[str], sources: Sequence[str] = ()) -> Dict[str, str]:
+    """Tuned Ansible settings for a run over ``hosts`` of the inventory ``sources``
+    (:func:`dlsetup.fleet.tuned_ansible_env`, with facts cached per host in JSON in a folder of that
+    inventory's own under :func:`cache_dir` (:func:`dlsetup.fleet.fact_cache_dir`), in memory only when
+    a host name is a path, a chroot, which the JSON cache cannot name a file after); the user's own
+    ``ANSIBLE_*`` environment wins over each of them."""
+    from dlsetup.fleet import fact_cache_dir, tuned_ansible_env
 
     tuned = {
-        **tuned_ansible_env(len(hosts), cache_dir() / "facts",
+        **tuned_ansible_env(len(hosts), fact_cache_dir(sources, cache_dir()),
                             mitogen=os.environ.get("DLSETUP_MITOGEN", "").lower() in ("1", "true", "yes")),
         "ANSIBLE_CACHE_PLUGIN_TIMEOUT": str(FACT_CACHE_SECONDS),
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
@@ -144,8 +167,9 @@ def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
         if host_vars:
             sources.append(str(_write_inventory(private, host_vars)))
         kwargs: Dict[str, Any] = dict(
-            private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(hosts or list(host_vars or {})),
-            cmdline=shlex.join(options.cmdline()), event_handler=tally.handle, quiet=True,
+            private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(hosts or list(host_vars or {}), inventory),
+            cmdline=shlex.join(options.cmdline() + extra_vars_files(options.extra_vars, private / "env" / "vars")),
+            event_handler=tally.handle, quiet=True,
             # anything but "jsonfile" leaves the fact cache to the environment's settings
             fact_cache_type="environment",
         )
