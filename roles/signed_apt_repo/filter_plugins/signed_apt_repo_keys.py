@@ -36,8 +36,7 @@ _SUBKEY = ("sub", "ssb")
 
 def normalise_fingerprint(fingerprint: object) -> str:
     """Upper-case hex with spaces (and a leading 0x) removed: '0x3bf8 63cc' -> '3BF863CC'."""
-    text = "".join(str(fingerprint or "").split()).upper()
-    return text[2:] if text.startswith("0X") else text
+    return "".join(str(fingerprint or "").split()).upper().removeprefix("0X")
 
 
 def primary_keys(colons: object) -> list[dict[str, str]]:
@@ -111,8 +110,8 @@ def apt_preferences(uris: object, packages: object = (), name: object = "") -> s
         raise ValueError(f"not package names or glob patterns: {', '.join(repr(glob) for glob in bad)}")
     label = f" {name}" if name else ""
     records = [
-        f"Explanation: dlsetup signed_apt_repo{label}: packages from {origin or 'this host'} install only where"
-        " no other source has them",
+        (f"Explanation: dlsetup signed_apt_repo{label}: packages from {origin or 'this host'} install only where"
+         " no other source has them"),
         "Package: *",
         f'Pin: origin "{origin}"',
         f"Pin-Priority: {DEFAULT_PRIORITY}",
