@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jinja2.nativetypes import NativeEnvironment
 
 REPO = Path(__file__).resolve().parents[1]
 ROLE = REPO / "roles" / "signed_apt_repo"
@@ -201,26 +202,65 @@ def _task(name: str) -> dict:
                 if task.get("name") == name)
 
 
+_JINJA = NativeEnvironment()
+_JINJA.filters.update(keys.FilterModule().filters())
+_ROLE_VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
+
+
+def _role_var(name: str, **context: object) -> object:
+    """A variable of the role's vars/main.yml, evaluated with its filters (Ansible's templating, natively)."""
+    return _JINJA.from_string(_ROLE_VARS[name]).render(**context)
+
+
+def _role_asserts(task_name: str, stdout: str, register: str, pinned: str) -> bool:
+    """Whether the role's assert task passes for gpg's ``stdout`` registered as ``register``."""
+    task = _task(task_name)
+    context = {register: {"stdout": stdout},
+               "__signed_apt_repo_pinned": _role_var("__signed_apt_repo_pinned", signed_apt_repo_key_fingerprint=pinned)}
+    for name, expression in task.get("vars", {}).items():
+        context[name] = _JINJA.from_string(expression).render(**context)
+    that = task["ansible.builtin.assert"]["that"]
+    return all(_JINJA.compile_expression(test)(**context) for test in ([that] if isinstance(that, str) else that))
+
+
 def _role_store(data: bytes, pinned: str, scratch: Path) -> bytes | str:
-    """What the role stores from a downloaded key file: the keyring's bytes, or the refusal's reason."""
+    """What the role stores from a downloaded key file: the keyring's bytes, or the refusal's reason. The role's
+    own command lines and asserts (tasks/main.yml) decide; the reason comes from the decision."""
     scratch.mkdir()
     (scratch / "download").write_bytes(data)
 
     def argv(name: str) -> list[str]:
         args = _task(name)["ansible.builtin.command"]["argv"]
         return [arg.replace("{{ __signed_apt_repo_scratch.path }}", str(scratch))
-                .replace("{{ __signed_apt_repo_pinned }}", pinned) for arg in args]
+                .replace("{{ __signed_apt_repo_pinned }}", keys.normalise_fingerprint(pinned)) for arg in args]
 
     read = subprocess.run(argv("Read the keys of the downloaded file"), check=False, capture_output=True, text=True)
-    verdict = keys.key_verdict(read.stdout, pinned)
-    if not verdict["ok"]:
-        return verdict["reason"]
+    if not _role_asserts("Refuse a key file that does not hold exactly the pinned key", read.stdout,
+                         "__signed_apt_repo_gpg", pinned):
+        return str(keys.key_verdict(read.stdout, pinned)["reason"])
     export = subprocess.run(argv("Export exactly the pinned key from the downloaded file, ASCII-armoured"),
                             capture_output=True, text=True, check=True)
-    verdict = keys.key_verdict(export.stdout, pinned)
-    if not verdict["ok"]:
-        return "export: " + verdict["reason"]
+    if not _role_asserts("Refuse an export that is not exactly the pinned key", export.stdout,
+                         "__signed_apt_repo_export", pinned):
+        return "export: " + str(keys.key_verdict(export.stdout, pinned)["reason"])
     return (scratch / "keyring.asc").read_bytes()
+
+
+def _role_keeps_stored(colons: str, pinned: str) -> bool:
+    """Whether the role keeps a stored keyring with this listing (vars/main.yml: __signed_apt_repo_stored_ok)."""
+    pinned = str(_role_var("__signed_apt_repo_pinned", signed_apt_repo_key_fingerprint=pinned))
+    return _role_var("__signed_apt_repo_stored_ok", __signed_apt_repo_stored={"stdout": colons},
+                     __signed_apt_repo_pinned=pinned) is True
+
+
+def test_the_role_keeps_a_stored_keyring_only_when_it_is_exactly_the_pinned_key(gpg_keys: dict[str, Key],
+                                                                                 show) -> None:
+    a, b = gpg_keys["A"], gpg_keys["B"]
+    assert _role_keeps_stored(show(a.armored), a.fingerprint.lower())
+    for data in (a.armored + b.armored, b.armored + a.armored, b.armored, b"", b"not a key\n"):
+        assert not _role_keeps_stored(show(data), a.fingerprint)
+    assert _role_var("__signed_apt_repo_stored_ok", __signed_apt_repo_stored={},  # skipped: tools just installed
+                     __signed_apt_repo_pinned=a.fingerprint) is False
 
 
 def test_the_role_stores_the_pinned_key_armored_from_armored_or_binary(gpg_keys: dict[str, Key], tmp_path: Path,
