@@ -132,6 +132,14 @@ def test_a_second_key_is_refused_whatever_the_order_and_form(gpg_keys: dict[str,
                                  f" each of them: besides the pinned key, {b.fingerprint}")
 
 
+def test_the_pinned_key_twice_is_refused(gpg_keys: dict[str, Key], show) -> None:
+    """Strictly one key block: two copies could differ in what else they carry."""
+    a = gpg_keys["A"]
+    verdict = keys.key_verdict(show(a.armored + a.armored), a.fingerprint)
+    assert verdict == {"ok": False, "fingerprints": [a.fingerprint] * 2,
+                       "reason": "holds the pinned key 2 times (one key block is expected)"}
+
+
 def test_keys_without_the_pinned_one_are_all_named(gpg_keys: dict[str, Key], show) -> None:
     b, c = gpg_keys["B"], gpg_keys["C"]
     verdict = keys.key_verdict(show(b.armored + c.armored), gpg_keys["A"].fingerprint)

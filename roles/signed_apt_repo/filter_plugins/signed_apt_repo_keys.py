@@ -75,6 +75,8 @@ def key_verdict(colons: object, pinned: object) -> dict[str, object]:
         reason = f"cannot be checked: the pinned fingerprint {str(pinned)!r} is not 40 (or 64) hex digits"
     elif not keys:
         reason = "holds no OpenPGP key"
+    elif len(keys) > 1 and set(fingerprints) == {want}:
+        reason = f"holds the pinned key {len(keys)} times (one key block is expected)"
     elif len(keys) > 1:
         others = [fpr for fpr in fingerprints if fpr != want]
         reason = (f"holds {len(keys)} keys ({', '.join(fingerprints)}), and apt would trust each of them: "
