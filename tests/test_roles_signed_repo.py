@@ -179,6 +179,19 @@ def test_appended_key_attack_is_refused_end_to_end(target: Path, tmp_path: Path)
         control.unlink()
         (target / "etc/apt/keyrings/control.asc").unlink()
 
+        # A host where A and B were stored (the old check): the key URL still serves A and B, so the role
+        # refuses it, and removes the keyring and the sources file through which apt trusted B.
+        keyring = target / "etc/apt/keyrings/lab-cuda.asc"
+        sources = target / "etc/apt/sources.list.d/lab-cuda.sources"
+        keyring.write_text((keys.root / "ab.asc").read_text())
+        sources.write_text(f"Types: deb\nURIs: {url}/evil/\nSuites: /\nSigned-By: /etc/apt/keyrings/lab-cuda.asc\n")
+        run = _converge(target, url, keys.pinned, ("libnccl2",), repo="evil", key="ab.asc")
+        out = " ".join(run.stdout.split())
+        assert run.returncode == 2, run.stdout
+        assert (f"The stored keyring /etc/apt/keyrings/lab-cuda.asc held {keys.other}, not the pinned key, and apt "
+                "trusted it for this repository: the keyring and the sources file were removed.") in out, out
+        assert not keyring.exists() and not sources.exists()
+
         # Exactly A, A's repository: converges and installs A's package.
         run = _converge(target, url, keys.pinned, ("libnccl2",), repo="good", key="a.asc")
         assert run.returncode == 0, run.stdout

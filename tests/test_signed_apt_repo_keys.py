@@ -271,6 +271,20 @@ def test_the_role_keeps_a_stored_keyring_only_when_it_is_exactly_the_pinned_key(
                      __signed_apt_repo_pinned=a.fingerprint) is False
 
 
+def test_the_role_names_the_foreign_keys_of_a_stored_keyring(gpg_keys: dict[str, Key], show) -> None:
+    """Those make the role remove the keyring and the sources file when no good key replaces them."""
+    a, b, c = gpg_keys["A"], gpg_keys["B"], gpg_keys["C"]
+
+    def foreign(data: bytes | None) -> object:
+        stored = {} if data is None else {"stdout": show(data)}
+        return _role_var("__signed_apt_repo_stored_foreign", __signed_apt_repo_stored=stored,
+                         __signed_apt_repo_pinned=a.fingerprint)
+
+    assert foreign(a.armored + b.armored) == [b.fingerprint]
+    assert foreign(c.armored + a.armored + b.armored) == [c.fingerprint, b.fingerprint]
+    assert foreign(a.armored) == [] and foreign(b"not a key\n") == [] and foreign(None) == []
+
+
 def test_the_role_stores_the_pinned_key_armored_from_armored_or_binary(gpg_keys: dict[str, Key], tmp_path: Path,
                                                                         show) -> None:
     a = gpg_keys["A"]
