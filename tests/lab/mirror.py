@@ -128,3 +128,60 @@ def serve(root: Path) -> Iterator[str]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
         """Keep test output clean."""
+
+
+@dataclass(frozen=True)
+class TwoKeyMirror:
+    """The appended-key attack: key A (the pinned one) signs ``root/good/``, key B alone signs ``root/evil/``.
+
+    Key files served next to them: ``a.asc`` (A alone), ``ab.asc`` (A with B appended), ``ba.asc`` (B, then A),
+    ``ab.gpg`` (A and B, binary) and ``b.asc`` (B alone).
+    """
+
+    root: Path
+    pinned: str
+    other: str
+
+
+#: What the two repositories of :func:`build_two_key_mirror` carry: the same package, the attacker's newer.
+TWO_KEY_PACKAGES: Mapping[str, Mapping[str, str]] = {
+    "good": {"libnccl2": "2.28.7-1+cuda13.0"},
+    "evil": {"libnccl2": "99.0-1"},
+}
+
+
+def _new_key(gnupg: Path, uid: str) -> str:
+    """Generate a signing key in ``gnupg`` (made here); returns its fingerprint."""
+    gnupg.mkdir(mode=0o700)
+    env = {**os.environ, "GNUPGHOME": str(gnupg)}
+    _run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"], env=env)
+    colons = _run(["gpg", "--batch", "--with-colons", "--list-keys"], env=env)
+    return next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
+
+
+def build_two_key_mirror(root: Path, packages: Mapping[str, Mapping[str, str]] = TWO_KEY_PACKAGES) -> TwoKeyMirror:
+    """Build the repositories and key files of :class:`TwoKeyMirror` under ``root`` with two fresh keys."""
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="dlsetup-lab-gnupg2-"))
+    try:
+        homes = {"good": scratch / "a", "evil": scratch / "b"}
+        pinned = _new_key(homes["good"], "dlsetup test vendor <vendor@example.invalid>")
+        other = _new_key(homes["evil"], "dlsetup test attacker <attacker@example.invalid>")
+        armored = {name: _run(["gpg", "--batch", "--armor", "--export"], env={**os.environ, "GNUPGHOME": str(home)})
+                   for name, home in homes.items()}
+        binary = {name: subprocess.run(["gpg", "--batch", "--export"], env={**os.environ, "GNUPGHOME": str(home)},
+                                       check=True, capture_output=True).stdout for name, home in homes.items()}
+        (root / "a.asc").write_text(armored["good"])
+        (root / "b.asc").write_text(armored["evil"])
+        (root / "ab.asc").write_text(armored["good"] + armored["evil"])
+        (root / "ba.asc").write_text(armored["evil"] + armored["good"])
+        (root / "ab.gpg").write_bytes(binary["good"] + binary["evil"])
+        for repo_name, names in packages.items():
+            repo = root / repo_name
+            repo.mkdir(exist_ok=True)
+            for name, version in names.items():
+                _standin(name, version, repo)
+            _sign(repo, homes["evil" if repo_name == "evil" else "good"])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return TwoKeyMirror(root=root, pinned=pinned, other=other)
