@@ -46,7 +46,8 @@ def converge(target: Path, tmp: Path, role: str, variables: Dict[str, Any]) -> T
     play.write_text(f"- hosts: all\n  gather_facts: false\n  roles:\n    - role: {role}\n")
     extra = tmp / "vars.json"
     extra.write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_PIPELINING": "True"}
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_PIPELINING": "True"}
     run = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{target},",
                           "-c", "community.general.chroot", "-e", "ansible_python_interpreter=/usr/bin/python3",
                           "-e", f"@{extra}", str(play)], env=env, capture_output=True, text=True)
@@ -56,8 +57,9 @@ def converge(target: Path, tmp: Path, role: str, variables: Dict[str, Any]) -> T
 
 
 def installed(target: Path) -> Dict[str, str]:
-    out = subprocess.run(["chroot", str(target), "dpkg-query", "-W", "-f", "${db:Status-Abbrev}|${Package}|${Version}\n"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(["chroot", str(target), "dpkg-query", "-W", "-f",
+                          "${db:Status-Abbrev}|${Package}|${Version}\n"], check=True, capture_output=True,
+                         text=True).stdout
     return {name: version for status, name, version in (line.split("|") for line in out.splitlines())
             if status[1:2] == "i"}
 
@@ -147,8 +149,8 @@ def test_nvidia_branch_switches_holds_and_rerun(target: Path, vendor_mirror: Ser
         expected = run_case(target, vendor_mirror, tmp_path, "debian12", branch, "open", "desktop",
                             nvidia_driver_hold=hold)
         assert sorted(held(target)) == (sorted(n for n in expected if "pinning" not in n) if hold else [])
-    changed, out = converge(target, tmp_path, "nvidia_driver",
-                            nvidia_variables(vendor_mirror, "debian12", 595, "open", "desktop", nvidia_driver_hold=True))
+    again = nvidia_variables(vendor_mirror, "debian12", 595, "open", "desktop", nvidia_driver_hold=True)
+    changed, out = converge(target, tmp_path, "nvidia_driver", again)
     assert changed == 0, out[-3000:]
     purge(target, nvidia_names("debian"))
 
