@@ -205,3 +205,13 @@ def test_rocm_gfx_target_picks_the_gfx_meta_package() -> None:
     assert any(p["name"] == "amdrocm7.14-gfx942" for p in ROCM["package"])
     templar = render(ROCM_ROLE, "Ubuntu-24.04.yml", rocm_version="7.2", rocm_gfx_target="gfx942")
     assert value(templar, "rocm_packages") == ["rocm"]
+
+
+@pytest.mark.parametrize("os_file", sorted(p.name for p in (REPO / "roles" / "cuda_toolkit" / "vars").glob("*-*.yml")))
+def test_cuda_toolkit_uses_the_repository_key_of_its_os(os_file: str) -> None:
+    templar = render(REPO / "roles" / "cuda_toolkit", os_file)
+    recorded = repository(value(templar, "__cuda_toolkit_repo_distro"))
+    assert value(templar, "cuda_toolkit_repo_key_url").endswith("/x86_64/" + recorded["key_file"])
+    assert value(templar, "cuda_toolkit_repo_key_fingerprint") == recorded["key_fingerprint"]
+    assert sorted(os_file for os_file in NVIDIA_OS_FILES) == sorted(
+        p.name for p in (REPO / "roles" / "cuda_toolkit" / "vars").glob("*-*.yml"))
