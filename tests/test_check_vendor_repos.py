@@ -1,8 +1,8 @@
 """tools/check_vendor_repos.py against the lab's stand-ins served on 127.0.0.1 (no network beyond loopback).
 
 The stand-ins built from the recorded descriptions hold every name the roles use, so the check passes; a
-stand-in built from a description that lost a pinning package and a ROCm meta package makes it fail and name
-both.
+stand-in built from a description that lost a pinning package, a branch of a driver package and a ROCm meta
+package makes it fail and name each.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def test_check_passes_on_the_recorded_layout(tmp_path: Path) -> None:
 def test_check_names_what_the_roles_use_and_the_vendor_lacks(tmp_path: Path) -> None:
     nvidia = copy.deepcopy(vendor_repos.load(vendor_repos.NVIDIA))
     nvidia["pinning"]["branches"].remove(615)
+    ubuntu_open = next(p for p in nvidia["package"] if p["family"] == "ubuntu" and p["name"] == "nvidia-open")
+    ubuntu_open["branches"].remove(595)  # the name exists, but without a 595 version
     rocm = copy.deepcopy(vendor_repos.load(vendor_repos.ROCM))
     rocm["package"] = [p for p in rocm["package"] if p["name"] != "amdrocm7.14"]
     write_toml(tmp_path / "nvidia.toml", nvidia)
@@ -82,6 +84,8 @@ def test_check_names_what_the_roles_use_and_the_vendor_lacks(tmp_path: Path) -> 
     assert "MISSING nvidia ubuntu2604: nvidia-driver-pinning-615" in run.stdout
     assert "MISSING rocm 7.14 ubuntu2404: amdrocm7.14 (rocm role" in run.stdout
     assert "NOT FOUND nvidia ubuntu2204: nvidia-driver-pinning-615" in run.stdout
-    assert "MISSING rocm 7.2" not in run.stdout and "branch 595" not in run.stdout
+    assert "MISSING nvidia ubuntu2404: nvidia-open (nvidia_driver Ubuntu-24.04 branch 595 desktop/open)" in run.stdout
+    assert "NOT FOUND nvidia ubuntu2404: nvidia-open has no 595 version" in run.stdout
+    assert "MISSING rocm 7.2" not in run.stdout and "Debian-12 branch 595" not in run.stdout
     # the stand-ins are signed with the lab's key, not NVIDIA's: the key check says so
     assert f"KEY {url}/nvidia/debian12/3bf863cc.pub: cannot be downloaded" in keys.stdout
