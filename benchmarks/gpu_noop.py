@@ -42,6 +42,8 @@ def variables(url: str, fingerprint: str) -> Dict[str, object]:
         "dlsetup_roles": ROLES,
         "common_hold_packages": ["nvidia-open-580", "cuda-toolkit-13-0"],
         "nvidia_driver_branch": "580", "nvidia_driver_open_modules": True, "nvidia_driver_secure_boot": "disabled",
+        # the shared lab mirror's cuda repository has the 580 metapackage but no version-locking package
+        "nvidia_driver_pinning": False, "nvidia_driver_packages": ["nvidia-open-580"],
         "cuda_toolkit_version": "13.0", "nvidia_container_toolkit_runtimes": [],
         **{f"{role}_repo_url": f"{url}/{repo}/" for role, repo in
            (("nvidia_driver", "cuda"), ("cuda_toolkit", "cuda"), ("nvidia_container_toolkit", "libnvidia-container"))},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.fixtures import ServedMirror, lab_mirror, lab_root, lab_wheels  # noqa: F401 - pytest fixtures
+from lab.fixtures import ServedMirror, ServedVendors, lab_mirror, lab_root, lab_wheels, vendor_mirror  # noqa: F401 - pytest fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "tests" / "roles_fixtures" / "molecule" / "base.yml"
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lab
 @pytest.mark.parametrize("role", ["common", "frameworks", "nvidia_driver", "cuda_toolkit",
                                   "nvidia_container_toolkit", "rocm"])
 def test_molecule_scenario(role: str, lab_root: Path, lab_mirror: ServedMirror, lab_wheels: Path,
-                           tmp_path: Path) -> None:
+                           vendor_mirror: ServedVendors, tmp_path: Path) -> None:
     env = {
         **os.environ,
         "DLSETUP_REPO": str(REPO),
@@ -29,6 +29,8 @@ def test_molecule_scenario(role: str, lab_root: Path, lab_mirror: ServedMirror, 
         "DLSETUP_LAB_WHEELS": str(lab_wheels) if role == "frameworks" else "",
         "DLSETUP_LAB_MIRROR": lab_mirror.url,
         "DLSETUP_LAB_FINGERPRINT": lab_mirror.mirror.fingerprint,
+        "DLSETUP_LAB_VENDOR_MIRROR": vendor_mirror.url,
+        "DLSETUP_LAB_VENDOR_FINGERPRINT": vendor_mirror.mirror.fingerprint,
         "PATH": f"{MOLECULE.parent}:{os.environ['PATH']}",
         "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "molecule"),
     }

@@ -381,6 +381,11 @@ class _Planner:
             "nvidia_driver_secure_boot": self.profile.os.secure_boot,
             **{f"nvidia_driver_repo_{k}": v for k, v in repo.items()},
         })
+        display = any(g.pci_class == "0300" for g in gpus)  # PCI class VGA: the GPU drives the host's display
+        self.variables["nvidia_driver_install_type"] = "desktop" if display else "compute"
+        self.decide("driver install", "desktop" if display else "compute-only",
+                    "a display is attached: an NVIDIA GPU is the host's VGA controller" if display else
+                    "no display attached: no NVIDIA GPU is a VGA controller", "rule:nvidia-install-type")
         if self.profile.os.secure_boot == "enabled":
             self.notes.append("Secure Boot is on: the driver module must be signed with an enrolled MOK; the "
                               "nvidia_driver role stops with the steps unless nvidia_driver_secure_boot_mok_ready "
@@ -556,6 +561,10 @@ class _Planner:
             "rocm_users": [],
             **{f"rocm_repo_{k}": v for k, v in repo.items()},
         })
+        if vtuple(release.version) >= (7, 14):  # TheRock: other repositories, which the rocm role knows
+            self.variables["rocm_layout"] = "therock"
+            for key in repo:
+                del self.variables[f"rocm_repo_{key}"]
         return release.version
 
     def newer_rocm(self, wanted: str) -> RocmRelease:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import missing_tool
-from lab import mirror, rootfs, wheels
+from lab import mirror, rootfs, vendor_repos, wheels
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,23 @@ def lab_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedMirro
     built = mirror.build_mirror(tmp_path_factory.mktemp("mirror"))
     with mirror.serve(built.root) as url:
         yield ServedMirror(built, url)
+
+
+@dataclass(frozen=True)
+class ServedVendors:
+    """The stand-ins of NVIDIA's and AMD's repositories (tests/lab/vendor_repos.py) and their URL."""
+
+    mirror: vendor_repos.VendorMirror
+    url: str
+
+
+@pytest.fixture(scope="session")
+def vendor_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedVendors]:
+    """The stand-in vendor repositories built from tests/lab/vendors/*.toml, served on 127.0.0.1."""
+    _require_lab()
+    built = vendor_repos.build(tmp_path_factory.mktemp("vendors"))
+    with mirror.serve(built.root) as url:
+        yield ServedVendors(built, url)
 
 
 @pytest.fixture(scope="session")
