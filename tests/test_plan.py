@@ -227,9 +227,16 @@ def test_driver_install_variables_follow_the_contract():
 
 
 def test_rocm_variables_use_the_codename_suite():
-    v = make_plan(MI300X, Request()).variables
-    assert (v["rocm_repo_url"], v["rocm_repo_suite"]) == ("https://repo.radeon.com/rocm/apt/10.0", "jammy")
+    v = make_plan(MI300X, Request(rocm="7.2")).variables
+    assert (v["rocm_repo_url"], v["rocm_repo_suite"]) == ("https://repo.radeon.com/rocm/apt/7.2", "jammy")
     assert v["rocm_repo_key_fingerprint"] == "CA8BB4727A47B4D09B4EE8969386B48A1A693C5C"
+    assert "rocm_layout" not in v
+
+
+def test_therock_releases_leave_their_repositories_to_the_role():
+    v = make_plan(MI300X, Request()).variables
+    assert (v["rocm_version"], v["rocm_layout"], v["rocm_gfx_target"]) == ("10.0", "therock", "gfx942")
+    assert not [k for k in v if k.startswith("rocm_repo_")]
 
 
 def test_module_library_mismatch_requires_reboot():

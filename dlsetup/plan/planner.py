@@ -173,6 +173,7 @@ class _Planner:
         self.cuda: Optional[Cuda] = None  #: the --cuda release (a table row, or an unverified newer one)
         #: the NVIDIA GPUs' (architectures, compute capabilities), to pick a torch release that has a build
         self.gpu_fit: Optional[Tuple[Tuple[Architecture, ...], Tuple[str, ...]]] = None
+        self.rocm_fit: Optional[str] = None
         self.destroys: List[str] = []
 
     def decide(self, topic: str, choice: str, reason: str, rule: str, source: Optional[str] = None) -> None:
@@ -222,6 +223,8 @@ class _Planner:
             archs = [self.architecture_of(g) for g in nvidia_gpus]
             self.gpu_fit = (tuple(dict.fromkeys(archs)),
                             tuple(g.compute_capability or a.cc_min for g, a in zip(nvidia_gpus, archs)))
+        #: a --rocm pin on an AMD host: the default torch is one with a build for that ROCm (or older)
+        self.rocm_fit = self.request.rocm if amd_gpus and not nvidia_gpus and self.request.rocm else None
         self.torch = self.torch_release(python) if "pytorch" in self.request.frameworks else None
         nvidia = self.resolve_nvidia(nvidia_gpus, system) if nvidia_gpus else None
         rocm = self.resolve_rocm(amd_gpus, system) if amd_gpus and not nvidia else None
@@ -561,8 +564,11 @@ class _Planner:
             "rocm_users": [],
             **{f"rocm_repo_{k}": v for k, v in repo.items()},
         })
-        if vtuple(release.version) >= (7, 14):  # TheRock: other repositories, which the rocm role knows
+        # TheRock (7.14 and later): other repositories and package names, which the rocm role knows
+        if (release.layout or ("therock" if vtuple(release.version) >= (7, 14) else "legacy")) == "therock":
             self.variables["rocm_layout"] = "therock"
+            if len(targets) == 1:  # the per-target meta package (amdrocm<X.Y>-<gfx>) installs less
+                self.variables["rocm_gfx_target"] = targets[0]
             for key in repo:
                 del self.variables[f"rocm_repo_{key}"]
         return release.version
@@ -668,6 +674,8 @@ class _Planner:
             if pinned:
                 builds = [c for c in builds if vtuple(c.version) <= vtuple(pinned.max_cuda)
                           or (pinned.branch,) >= vtuple(c.compat_min_driver)]
+            if self.rocm_fit and not any(vtuple(v) <= vtuple(self.rocm_fit) for v in row.rocm):
+                return False
             return not fit or bool(builds)
 
         pick = self.framework_release("torch", self.data.torch, self.data.torch_default, self.request.torch, python,
