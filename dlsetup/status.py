@@ -77,7 +77,7 @@ def compare(profile: HostProfile, installed: Mapping[str, Any], plan: "Plan") ->
     items += _driver(profile, plan, roles)
     items += _kernels(profile, plan, roles)
     items += _apt_packages(variables, roles, packages)
-    items += _holds(variables, roles, packages)
+    items += _holds(variables, planned_driver_branch(plan) if profile.nvidia_gpus else None, packages)
     items += _rocm(profile, variables, roles)
     items += _venv(variables, installed.get("venv"))
     items += _arrays(profile, variables)
@@ -114,6 +114,8 @@ def _driver(p: HostProfile, plan: "Plan", roles: Tuple[str, ...]) -> List[Item]:
             fix = "modprobe nvidia (or reboot)"
         else:
             fix = "dlsetup provision"
+        if nv.library_version:  # installed and not loaded: the plan would start over; the installed one is due
+            branch = nv.library_version.split(".")[0]
         items.append(Item("driver", f"NVIDIA {branch} loaded", "no NVIDIA module loaded", False, fix))
     else:
         ok = loaded.split(".")[0] == branch
@@ -179,20 +181,19 @@ def _apt_packages(variables: Mapping[str, Any], roles: Tuple[str, ...], packages
     return items
 
 
-def planned_holds(variables: Mapping[str, Any], roles: Tuple[str, ...]) -> Tuple[str, ...]:
-    """The packages the roles hold: ``common_hold_packages``, and the NVIDIA driver's packages
-    (``nvidia_driver_packages`` of the role: nvidia-open-<branch> or cuda-drivers-<branch>)."""
+def planned_holds(variables: Mapping[str, Any], branch: Optional[str]) -> Tuple[str, ...]:
+    """The packages the roles hold: ``common_hold_packages``, and the NVIDIA driver's packages of the
+    planned or kept ``branch`` (the nvidia_driver role holds nvidia-open-<branch> or cuda-drivers-<branch>,
+    ``nvidia_driver_hold``, default on). Only those installed are checked (see :func:`_holds`)."""
     holds = [str(p) for p in variables.get("common_hold_packages") or ()]
-    if "nvidia_driver" in roles and variables.get("nvidia_driver_hold", True) and variables.get("nvidia_driver_branch"):
-        branch = variables["nvidia_driver_branch"]
-        holds.append(f"nvidia-open-{branch}" if variables.get("nvidia_driver_open_modules", True)
-                     else f"cuda-drivers-{branch}")
+    if branch and variables.get("nvidia_driver_hold", True):
+        holds += [f"nvidia-open-{branch}", f"cuda-drivers-{branch}"]
     return tuple(dict.fromkeys(holds))
 
 
-def _holds(variables: Mapping[str, Any], roles: Tuple[str, ...], packages) -> List[Item]:
+def _holds(variables: Mapping[str, Any], branch: Optional[str], packages) -> List[Item]:
     items = []
-    for name in planned_holds(variables, roles):
+    for name in planned_holds(variables, branch):
         if packages is None or not _installed(packages, name):
             continue  # not installed: the role installs and holds it (the driver/toolkit rows say so)
         status = packages[name][0]
