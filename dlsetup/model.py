@@ -363,6 +363,8 @@ def json_schema() -> dict:
     }
     defs["OSInfo"]["properties"]["secure_boot"] = {"enum": list(SECURE_BOOT_STATES)}
     defs["HostProfile"]["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
+    # added within schema 1.0: documents written before it (without the key) stay valid
+    defs["HostProfile"]["required"].remove("kernel")
     return schema
 
 

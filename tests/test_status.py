@@ -228,3 +228,22 @@ def test_cli_bad_input_is_one_line(tmp_path):
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().count("\n") == 0
+
+
+def test_report_shows_status_json(tmp_path):
+    from dlsetup.report import read_inputs, render
+
+    run = run_status(make_bundle(tmp_path, torch=False), "--json")
+    path = tmp_path / "status.json"
+    path.write_text(run.stdout)
+    (host,) = read_inputs([path])
+    assert host.documents["status"]["status"] == "drift"
+    html = render([host])
+    assert "<h3>Status</h3>" in html and "install --force-reinstall" in html
+    bad = json.loads(run.stdout)
+    next(iter(bad.values()))["items"][0]["ok"] = "yes"
+    path.write_text(json.dumps(bad))
+    from dlsetup.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"items\[0\]\.ok"):
+        read_inputs([path])
