@@ -345,16 +345,37 @@ def read_local(bundle: Optional[Path], venv: str) -> Tuple[HostProfile, Dict[str
 Outcome = Union[Tuple[HostProfile, Dict[str, Any]], "ProbeFailure"]
 
 
-def read_inventory(inventory: "Inventory", venv: str) -> Dict[str, Outcome]:
+def load_inventory(source: Path, limit: Optional[str] = None) -> Tuple["Inventory", Dict[str, Any]]:
+    """:func:`dlsetup.inventory.load_inventory`, keeping the host variables of the same
+    ``ansible-inventory --list`` (one run of it instead of two: it costs a second or more)."""
+    from dlsetup.errors import UsageError
+    from dlsetup.inventory import Inventory, _hosts, _reason
+    from dlsetup.runner import list_inventory
+
+    if not source.exists():
+        raise UsageError(f"inventory not found: {source}")
+    rc, data, stderr = list_inventory([str(source)], limit)
+    if rc != 0:
+        raise UsageError(f"inventory {source} is not valid: {_reason(stderr)}")
+    hosts = _hosts(data)
+    if not hosts:
+        what = f"--limit {limit!r} matches no host" if limit else "it has no hosts"
+        raise UsageError(f"inventory {source}: {what}")
+    return Inventory(sources=(str(source),), hosts=tuple(hosts), limit=limit), data.get("_meta", {}).get("hostvars", {})
+
+
+def read_inventory(inventory: "Inventory", venv: str, hostvars: Optional[Mapping[str, Any]] = None) -> Dict[str, Outcome]:
     """Every selected host of ``inventory`` read in one ansible-playbook run (one task per host): name ->
-    (profile, installed) or why there is none. Hosts with a saved bundle are read from it."""
+    (profile, installed) or why there is none. Hosts with a saved bundle (``hostvars``, listed again when
+    not given) are read from it."""
     from dlsetup.errors import EXIT_HOSTS_FAILED, DlsetupError
     from dlsetup.fleet import HOST_BUNDLE_VAR, ProbeFailure
     from dlsetup.remote import TASK, build_zipapp
     from dlsetup.runner import RunOptions, cache_dir, list_inventory, run_playbooks
 
-    rc, data, _ = list_inventory(inventory.sources, inventory.limit)
-    hostvars = data.get("_meta", {}).get("hostvars", {}) if rc == 0 else {}
+    if hostvars is None:
+        rc, data, _ = list_inventory(inventory.sources, inventory.limit)
+        hostvars = data.get("_meta", {}).get("hostvars", {}) if rc == 0 else {}
     outcomes: Dict[str, Outcome] = {}
     for name in inventory.hosts:
         bundle = hostvars.get(name, {}).get(HOST_BUNDLE_VAR)

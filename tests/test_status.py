@@ -247,3 +247,17 @@ def test_report_shows_status_json(tmp_path):
 
     with pytest.raises(UsageError, match=r"items\[0\]\.ok"):
         read_inputs([path])
+
+
+def test_cli_inventory_of_bundle_hosts(tmp_path):
+    """-i with hosts planned from saved bundles (dlsetup_probe_bundle): no connection, the same comparison."""
+    good, bad = make_bundle(tmp_path / "a"), make_bundle(tmp_path / "b", torch=False)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"good": {"dlsetup_probe_bundle": str(good)},
+                                                       "bad": {"dlsetup_probe_bundle": str(bad)}}}}))
+    run = subprocess.run([sys.executable, "-m", "dlsetup", "status", "-i", str(inventory), "--offline", "--cuda", "13.0",
+                          "--container-toolkit", "--json"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 1, run.stderr
+    docs = json.loads(run.stdout)
+    assert (docs["good"]["status"], docs["bad"]["status"]) == ("in sync", "drift")
+    assert [d["topic"] for d in docs["bad"]["drift"]] == ["torch"]
