@@ -364,18 +364,32 @@ def load_inventory(source: Path, limit: Optional[str] = None) -> Tuple["Inventor
     return Inventory(sources=(str(source),), hosts=tuple(hosts), limit=limit), data.get("_meta", {}).get("hostvars", {})
 
 
-def read_inventory(inventory: "Inventory", venv: str, hostvars: Optional[Mapping[str, Any]] = None) -> Dict[str, Outcome]:
-    """Every selected host of ``inventory`` read in one ansible-playbook run (one task per host): name ->
-    (profile, installed) or why there is none. Hosts with a saved bundle (``hostvars``, listed again when
-    not given) are read from it."""
-    from dlsetup.errors import EXIT_HOSTS_FAILED, DlsetupError
-    from dlsetup.fleet import HOST_BUNDLE_VAR, ProbeFailure
-    from dlsetup.remote import TASK, build_zipapp
-    from dlsetup.runner import RunOptions, cache_dir, list_inventory, run_playbooks
+def read_inventory(source: Path, limit: Optional[str], venv: str) -> Dict[str, Outcome]:
+    """Every host ``source`` (and ``limit``) selects, read in one ansible-playbook run (one task per host):
+    name -> (profile, installed) or why there is none, in inventory order. Hosts with a saved bundle
+    (:data:`~dlsetup.fleet.HOST_BUNDLE_VAR`) are read from it on the controller.
 
-    if hostvars is None:
-        rc, data, _ = list_inventory(inventory.sources, inventory.limit)
-        hostvars = data.get("_meta", {}).get("hostvars", {}) if rc == 0 else {}
+    The playbook starts at once, while ``ansible-inventory`` lists the hosts in a thread (each costs
+    seconds of Python start-up; the run does not need the list: Ansible caps its forks at the hosts it has)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dlsetup.errors import EXIT_HOSTS_FAILED, DlsetupError, UsageError
+    from dlsetup.fleet import HOST_BUNDLE_VAR, MAX_FORKS, ProbeFailure
+    from dlsetup.remote import TASK, build_zipapp
+    from dlsetup.runner import RunOptions, cache_dir, run_playbooks
+
+    if not source.exists():
+        raise UsageError(f"inventory not found: {source}")
+    zipapp = build_zipapp(cache_dir())
+    extra = json.dumps({"dlsetup_probe_zipapp": str(zipapp), "dlsetup_status_venv": venv})
+    with ThreadPoolExecutor(1) as pool:
+        listing = pool.submit(load_inventory, source, limit)
+        result = run_playbooks([PLAYBOOK], [str(source)], hosts=[f"host{n}" for n in range(MAX_FORKS)],
+                               options=RunOptions(limit=limit, extra_vars=(extra,)), capture=[TASK])
+        inventory, hostvars = listing.result()  # a bad inventory or limit: its one line, exit 2
+    if result.error:
+        raise DlsetupError(f"cannot read the hosts: {result.error}", EXIT_HOSTS_FAILED)
+    ran = {host.host: host for host in result.hosts}
     outcomes: Dict[str, Outcome] = {}
     for name in inventory.hosts:
         bundle = hostvars.get(name, {}).get(HOST_BUNDLE_VAR)
@@ -385,19 +399,11 @@ def read_inventory(inventory: "Inventory", venv: str, hostvars: Optional[Mapping
                 outcomes[name] = (dataclasses.replace(profile, hostname=name), installed)
             except DlsetupError as err:
                 outcomes[name] = ProbeFailure(name, "failed", f"{HOST_BUNDLE_VAR}: {err}")
-    remote = [name for name in inventory.hosts if name not in outcomes]
-    if remote:
-        zipapp = build_zipapp(cache_dir())
-        limit = inventory.limit if len(remote) == len(inventory.hosts) else ",".join(remote)
-        extra = json.dumps({"dlsetup_probe_zipapp": str(zipapp), "dlsetup_status_venv": venv})
-        result = run_playbooks([PLAYBOOK], inventory.sources, hosts=remote,
-                               options=RunOptions(limit=limit, extra_vars=(extra,)), capture=[TASK])
-        if result.error:
-            raise DlsetupError(f"cannot read the hosts: {result.error}", EXIT_HOSTS_FAILED)
-        for host in result.hosts:
-            outcomes[host.host] = _remote(host, TASK)
-    return {name: outcomes.get(name, ProbeFailure(name, "failed", "the status task did not run on this host"))
-            for name in inventory.hosts}
+        elif name in ran:
+            outcomes[name] = _remote(ran[name], TASK)
+        else:
+            outcomes[name] = ProbeFailure(name, "failed", "the status task did not run on this host")
+    return outcomes
 
 
 def _remote(host: Any, task: str) -> Outcome:

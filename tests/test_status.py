@@ -261,3 +261,16 @@ def test_cli_inventory_of_bundle_hosts(tmp_path):
     docs = json.loads(run.stdout)
     assert (docs["good"]["status"], docs["bad"]["status"]) == ("in sync", "drift")
     assert [d["topic"] for d in docs["bad"]["drift"]] == ["torch"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("all: [unclosed\n", "is not valid"),
+    ('{"all": {"hosts": {"a": {"dlsetup_probe_bundle": "/nonexistent"}}}}', "matches no host"),
+])
+def test_cli_bad_inventory_is_one_line(tmp_path, content, message):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(content)
+    run = subprocess.run([sys.executable, "-m", "dlsetup", "status", "-i", str(inventory), "-l", "nobody", "--offline"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr

@@ -35,7 +35,7 @@ def status(inventory: Optional[Path], limit: Optional[str], from_bundle: Optiona
     3 when a host could not be read, 4 when a host was unreachable."""
     from dlsetup.fleet import ProbeFailure
     from dlsetup.plan import load_request
-    from dlsetup.status import HostStatus, load_inventory, parse_extra_vars, read_inventory, read_local, status_of
+    from dlsetup.status import HostStatus, parse_extra_vars, read_inventory, read_local, status_of
 
     request = load_request(config, **options)
     extra = parse_extra_vars(extra_vars)
@@ -43,8 +43,7 @@ def status(inventory: Optional[Path], limit: Optional[str], from_bundle: Optiona
     if inventory is not None:
         if from_bundle is not None:
             raise UsageError("--inventory cannot be combined with --from-bundle")
-        targets, hostvars = load_inventory(inventory, limit)
-        outcomes = read_inventory(targets, venv, hostvars)
+        outcomes = read_inventory(inventory, limit, venv)
     else:
         if limit is not None:
             raise UsageError("--limit needs --inventory")
