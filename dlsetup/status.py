@@ -303,7 +303,7 @@ def _arrays(p: HostProfile, variables: Mapping[str, Any]) -> List[Item]:
         if bad:
             fix = (f"mdadm /dev/{array.name} --remove /dev/{faulty[0]} && mdadm /dev/{array.name} --add "
                    "/dev/disk/by-id/<new disk>" if faulty else
-                   f"mdadm --assemble --scan (array inactive)" if array.state == "inactive" else
+                   "mdadm --assemble --scan (array inactive)" if array.state == "inactive" else
                    f"mdadm /dev/{array.name} --add /dev/disk/by-id/<new disk>")
         items.append(Item(f"array {array.name}", "healthy", found, not bad, fix))
     return items

@@ -16,7 +16,7 @@ from dlsetup.model import KernelImage, KernelState, MdArray, MdMember, Mount
 from dlsetup.plan import load_request
 from dlsetup.probe import Host, probe
 from dlsetup.probe.installed import parse_dpkg_status, read_installed, venv_command
-from dlsetup.status import compare, parse_extra_vars, planned_accelerator, status_of
+from dlsetup.status import parse_extra_vars, planned_accelerator, status_of
 
 K_OLD, K_NEW = "6.8.0-88-generic", "6.8.0-90-generic"
 VENV = "/opt/dlsetup/venv"
