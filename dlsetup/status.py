@@ -364,15 +364,19 @@ def load_inventory(source: Path, limit: Optional[str] = None) -> Tuple["Inventor
     return Inventory(sources=(str(source),), hosts=tuple(hosts), limit=limit), data.get("_meta", {}).get("hostvars", {})
 
 
+#: the task of :data:`PLAYBOOK` that tells each host's saved bundle (:data:`~dlsetup.fleet.HOST_BUNDLE_VAR`)
+HOST_TASK = "dlsetup status host"
+
+
 def read_inventory(source: Path, limit: Optional[str], venv: str) -> Dict[str, Outcome]:
     """Every host ``source`` (and ``limit``) selects, read in one ansible-playbook run (one task per host):
-    name -> (profile, installed) or why there is none, in inventory order. Hosts with a saved bundle
+    name -> (profile, installed) or why there is none. Hosts with a saved bundle
     (:data:`~dlsetup.fleet.HOST_BUNDLE_VAR`) are read from it on the controller.
 
-    The playbook starts at once, while ``ansible-inventory`` lists the hosts in a thread (each costs
-    seconds of Python start-up; the run does not need the list: Ansible caps its forks at the hosts it has)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    The run itself lists the hosts and their bundles (a controller-side ``set_fact``): no
+    ``ansible-inventory`` run first, which costs a Python start-up and an inventory parse. Ansible caps
+    its forks at the hosts it has, so the run is tuned for :data:`~dlsetup.fleet.MAX_FORKS`. Only when
+    the run finds no host is the inventory listed, for its one-line error."""
     from dlsetup.errors import EXIT_HOSTS_FAILED, DlsetupError, UsageError
     from dlsetup.fleet import HOST_BUNDLE_VAR, MAX_FORKS, ProbeFailure
     from dlsetup.remote import TASK, build_zipapp
@@ -382,27 +386,23 @@ def read_inventory(source: Path, limit: Optional[str], venv: str) -> Dict[str, O
         raise UsageError(f"inventory not found: {source}")
     zipapp = build_zipapp(cache_dir())
     extra = json.dumps({"dlsetup_probe_zipapp": str(zipapp), "dlsetup_status_venv": venv})
-    with ThreadPoolExecutor(1) as pool:
-        listing = pool.submit(load_inventory, source, limit)
-        result = run_playbooks([PLAYBOOK], [str(source)], hosts=[f"host{n}" for n in range(MAX_FORKS)],
-                               options=RunOptions(limit=limit, extra_vars=(extra,)), capture=[TASK])
-        inventory, hostvars = listing.result()  # a bad inventory or limit: its one line, exit 2
+    result = run_playbooks([PLAYBOOK], [str(source)], hosts=[f"host{n}" for n in range(MAX_FORKS)],
+                           options=RunOptions(limit=limit, extra_vars=(extra,)), capture=[HOST_TASK, TASK])
     if result.error:
+        load_inventory(source, limit)  # a bad inventory or a limit without hosts: its one line, exit 2
         raise DlsetupError(f"cannot read the hosts: {result.error}", EXIT_HOSTS_FAILED)
-    ran = {host.host: host for host in result.hosts}
     outcomes: Dict[str, Outcome] = {}
-    for name in inventory.hosts:
-        bundle = hostvars.get(name, {}).get(HOST_BUNDLE_VAR)
-        if bundle is not None:
+    for host in result.hosts:
+        name = host.host
+        bundle = (host.captured.get(HOST_TASK) or {}).get("ansible_facts", {}).get("dlsetup_status_bundle")
+        if bundle:
             try:
                 profile, installed = read_local(Path(str(bundle)), venv)
                 outcomes[name] = (dataclasses.replace(profile, hostname=name), installed)
             except DlsetupError as err:
                 outcomes[name] = ProbeFailure(name, "failed", f"{HOST_BUNDLE_VAR}: {err}")
-        elif name in ran:
-            outcomes[name] = _remote(ran[name], TASK)
         else:
-            outcomes[name] = ProbeFailure(name, "failed", "the status task did not run on this host")
+            outcomes[name] = _remote(host, TASK)
     return outcomes
 
 
