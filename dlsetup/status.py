@@ -26,7 +26,6 @@ from dlsetup.model import HostProfile
 
 if TYPE_CHECKING:
     from dlsetup.fleet import ProbeFailure
-    from dlsetup.inventory import Inventory
     from dlsetup.plan import Plan, Request
 
 PLAYBOOK = Path(__file__).with_name("remote") / "status.yml"
@@ -345,25 +344,6 @@ def read_local(bundle: Optional[Path], venv: str) -> Tuple[HostProfile, Dict[str
 Outcome = Union[Tuple[HostProfile, Dict[str, Any]], "ProbeFailure"]
 
 
-def load_inventory(source: Path, limit: Optional[str] = None) -> Tuple["Inventory", Dict[str, Any]]:
-    """:func:`dlsetup.inventory.load_inventory`, keeping the host variables of the same
-    ``ansible-inventory --list`` (one run of it instead of two: it costs a second or more)."""
-    from dlsetup.errors import UsageError
-    from dlsetup.inventory import Inventory, _hosts, _reason
-    from dlsetup.runner import list_inventory
-
-    if not source.exists():
-        raise UsageError(f"inventory not found: {source}")
-    rc, data, stderr = list_inventory([str(source)], limit)
-    if rc != 0:
-        raise UsageError(f"inventory {source} is not valid: {_reason(stderr)}")
-    hosts = _hosts(data)
-    if not hosts:
-        what = f"--limit {limit!r} matches no host" if limit else "it has no hosts"
-        raise UsageError(f"inventory {source}: {what}")
-    return Inventory(sources=(str(source),), hosts=tuple(hosts), limit=limit), data.get("_meta", {}).get("hostvars", {})
-
-
 #: the task of :data:`PLAYBOOK` that tells each host's saved bundle (:data:`~dlsetup.fleet.HOST_BUNDLE_VAR`)
 HOST_TASK = "dlsetup status host"
 
@@ -379,6 +359,7 @@ def read_inventory(source: Path, limit: Optional[str], venv: str) -> Dict[str, O
     the run finds no host is the inventory listed, for its one-line error."""
     from dlsetup.errors import EXIT_HOSTS_FAILED, DlsetupError, UsageError
     from dlsetup.fleet import HOST_BUNDLE_VAR, MAX_FORKS, ProbeFailure
+    from dlsetup.inventory import load_inventory
     from dlsetup.remote import TASK, build_zipapp
     from dlsetup.runner import RunOptions, cache_dir, run_playbooks
 
