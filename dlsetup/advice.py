@@ -246,6 +246,61 @@ def gpu_driver(p: HostProfile) -> Iterator[Finding]:
                       "dlsetup provision blacklists it; a reboot is then needed.")
 
 
+def gpu_modules_in_use(p: HostProfile) -> Tuple[str, ...]:
+    """The GPU kernel modules this host depends on: "nvidia" when it has NVIDIA GPUs and an NVIDIA driver
+    is loaded or built for some kernel, "amdgpu" likewise for AMD GPUs."""
+    used = []
+    kernels = p.kernel.kernels
+    if p.nvidia_gpus and (p.nvidia.kernel_module_loaded or p.nvidia.library_version
+                          or any(k.nvidia_module for k in kernels)):
+        used.append("nvidia")
+    if [g for g in p.amd_gpus if not g.integrated] and (p.amd.amdgpu_loaded or any(k.amdgpu_module for k in kernels)):
+        used.append("amdgpu")
+    return tuple(used)
+
+
+def kernel_module_fix(p: HostProfile, module: str, release: str) -> str:
+    """The commands that give kernel ``release`` the GPU module ``module``."""
+    image = p.kernel.image(release)
+    others = [k for k in p.kernel.kernels if k.version != release]
+    if module == "nvidia" and any(k.nvidia_module == "precompiled" for k in others) and not any(
+            k.nvidia_module == "dkms" for k in others):
+        branch = (p.nvidia.library_version or p.nvidia.kernel_module_version or "<branch>").split(".")[0]
+        return f"apt install linux-modules-nvidia-{branch}-{release}"
+    steps = []
+    if image is None or not image.headers:
+        steps.append(f"apt install linux-headers-{release}")
+    steps.append(f"dkms autoinstall -k {release}")
+    return " && ".join(steps)
+
+
+@rule
+def kernel_modules(p: HostProfile) -> Iterator[Finding]:
+    """Every installed kernel, above all the one that boots next, needs the GPU module the host uses:
+    an unattended kernel update whose DKMS build failed leaves the GPUs without a driver after a reboot."""
+    state = p.kernel
+    if not state.kernels:
+        return
+    for module in gpu_modules_in_use(p):
+        attr = f"{module}_module"
+        missing = [k for k in state.kernels if getattr(k, attr) is None]
+        for image in missing:
+            failure = f" (last DKMS build failed: {image.dkms_failure})" if image.dkms_failure else ""
+            headers = "" if image.headers is not False else ", no kernel headers"
+            fix = kernel_module_fix(p, module, image.version)
+            if image.version == state.next_boot:
+                yield Finding("kernel.next_boot", "fail",
+                              f"kernel {image.version} boots next and has no {module} module{headers}{failure}: "
+                              "rebooting now leaves the GPUs without a driver", fix)
+            else:
+                yield Finding("kernel.modules", "warn",
+                              f"installed kernel {image.version} has no {module} module{headers}{failure}", fix)
+        if state.next_boot and state.next_boot not in {k.version for k in missing}:
+            yield Finding("kernel.next_boot", "pass",
+                          f"kernel {state.next_boot} boots next and has the {module} module "
+                          f"({getattr(state.image(state.next_boot), attr) or 'unknown'})")
+
+
 # -- CPU and memory --------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "plan": "dlsetup.commands.plan:plan",
     "provision": "dlsetup.commands.provision:provision",
     "verify": "dlsetup.commands.verify:verify",
+    "status": "dlsetup.commands.status:status",
     "report": "dlsetup.commands.report:report",
 }
 

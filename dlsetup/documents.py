@@ -149,6 +149,22 @@ FAILURE = {
 }
 
 
+#: ``dlsetup status --json``: one host's comparison with its plan (``{host: document}`` for several)
+_STATUS_ITEM = {
+    "type": "object",
+    "required": ["topic", "expected", "found", "ok", "fix"],
+    "properties": {"topic": {"type": "string"}, "expected": {"type": "string"}, "found": {"type": "string"},
+                   "ok": {"type": "boolean"}, "fix": {"type": "string"}},
+}
+STATUS = {
+    "type": "object",
+    "required": ["host", "status", "drift", "items"],
+    "properties": {"host": {"type": "string"}, "status": {"enum": ["in sync", "drift"]}, "basis": {"type": "string"},
+                   "drift": {"type": "array", "items": _STATUS_ITEM}, "items": {"type": "array", "items": _STATUS_ITEM},
+                   "notes": {"type": "array", "items": {"type": "string"}}},
+}
+
+
 class DocumentError(ValueError):
     """What is wrong with an input, in one short line (without the input's name)."""
 
@@ -236,7 +252,7 @@ def _validator(kind: str) -> Any:
 
 
 SCHEMAS: Dict[str, Dict[str, Any]] = {"check": CHECK, "plan": PLAN, "verify": VERIFY, "payload": PAYLOAD,
-                                      "provision": PROVISION, "failure": FAILURE}
+                                      "provision": PROVISION, "failure": FAILURE, "status": STATUS}
 
 
 def _where(path: Any) -> str:

@@ -222,6 +222,31 @@ class AmdState:
 
 
 @dataclass(frozen=True)
+class KernelImage:
+    """One installed kernel and the GPU kernel modules built for it."""
+
+    version: str  #: kernel release, as uname -r prints it: "6.8.0-45-generic"
+    nvidia_module: Optional[str] = None  #: where nvidia.ko comes from: "dkms", "precompiled", None: absent
+    amdgpu_module: Optional[str] = None  #: where amdgpu.ko comes from: "dkms", "precompiled", "in-tree", None
+    headers: Optional[bool] = None  #: kernel headers installed (/lib/modules/<v>/build or linux-headers-<v>)
+    dkms: Tuple[str, ...] = ()  #: dkms status for this kernel, "module/version: state", e.g. "nvidia/580.95.05: installed"
+    dkms_failure: Optional[str] = None  #: the first error of the last failed DKMS build for this kernel
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """Installed kernels, the one that boots next, and whether each has a GPU kernel module."""
+
+    running: Optional[str] = None  #: uname -r
+    next_boot: Optional[str] = None  #: the kernel the boot loader starts next, when it can be told
+    next_boot_source: Optional[str] = None  #: how that was decided: "grubenv", "grub.cfg", "/boot/vmlinuz", "newest"
+    kernels: Tuple[KernelImage, ...] = ()  #: every installed kernel, oldest first; () when not read
+
+    def image(self, version: Optional[str]) -> Optional[KernelImage]:
+        return next((k for k in self.kernels if k.version == version), None)
+
+
+@dataclass(frozen=True)
 class HostProfile:
     """Everything ``dlsetup probe`` knows about one host."""
 
@@ -238,6 +263,7 @@ class HostProfile:
     gpu_links: Tuple[GPULink, ...] = ()
     nvidia: NvidiaState = field(default_factory=NvidiaState)
     amd: AmdState = field(default_factory=AmdState)
+    kernel: KernelState = field(default_factory=KernelState)  #: installed kernels and their GPU modules
     notes: Tuple[str, ...] = ()  #: what the probe could not read, and why
 
     # -- conveniences ---------------------------------------------------------------------------
@@ -359,6 +385,9 @@ def json_schema() -> dict:
     }
     defs["OSInfo"]["properties"]["secure_boot"] = {"enum": list(SECURE_BOOT_STATES)}
     defs["HostProfile"]["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
+    # added within schema 1.0: documents written before it (without the key) stay valid
+    for added in ("kernel", "machine", "probed_at"):
+        defs["HostProfile"]["required"].remove(added)
     return schema
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Callable, List, Optional, TypeVar
 
 from dlsetup.errors import UsageError
-from dlsetup.model import AmdState, CPUInfo, HostProfile, MachineIdentity, MemoryInfo, NvidiaState, StorageInfo
+from dlsetup.model import AmdState, CPUInfo, HostProfile, KernelState, MachineIdentity, MemoryInfo, NvidiaState, StorageInfo
 from dlsetup.probe import gpus as gpu_reader
+from dlsetup.probe import kernel as kernel_reader
 from dlsetup.probe import storage as storage_reader
 from dlsetup.probe import system as system_reader
 from dlsetup.probe.host import Host, Recorder
@@ -26,6 +27,7 @@ UP_FRONT = (
     ("lscpu", system_reader.COMMANDS["lscpu"]),
     ("lsblk-J-b", storage_reader.COMMANDS["lsblk-J-b"]),
     ("df-PT", storage_reader.COMMANDS["df-PT"]),
+    ("dkms-status", kernel_reader.COMMANDS["dkms-status"]),
 )
 
 
@@ -81,6 +83,7 @@ def probe_host(host: Host, enrich: bool = True) -> HostProfile:
     cpu = guarded("cpu", lambda: system_reader.read_cpu(host, lscpu), CPUInfo())
     memory = guarded("memory", lambda: system_reader.read_memory(host), MemoryInfo())
     storage = guarded("storage", lambda: storage_reader.read_storage(host), StorageInfo())
+    kernels = guarded("kernels", lambda: kernel_reader.read_kernels(host, kernel.get("kernel")), KernelState())
     notes.extend(host.notes)
     if nvidia.nvml_error:
         notes.append(f"nvml: {nvidia.nvml_error}")
@@ -97,6 +100,7 @@ def probe_host(host: Host, enrich: bool = True) -> HostProfile:
         gpu_links=links,
         nvidia=nvidia,
         amd=amd,
+        kernel=kernels,
         notes=tuple(notes),
         **kwargs,
     )

@@ -29,7 +29,8 @@ _FAILURE_KEYS = {"host", "status", "message"}
 
 def kind_of(document: Any) -> Optional[str]:
     """Which command wrote ``document``: "probe", "check", "plan", "verify", "provision" (one line of
-    ``provision --json``), "failure" (a host ``probe -i``/``check -i`` could not probe), or None."""
+    ``provision --json``), "status" (``status --json``), "failure" (a host ``probe -i``/``check -i`` could not
+    probe), or None."""
     if not isinstance(document, dict):
         return None
     if document.get("kind") == "verify":
@@ -42,6 +43,8 @@ def kind_of(document: Any) -> Optional[str]:
         return "probe"
     if "roles" in document and "changed" in document and "status" in document:
         return "provision"
+    if "drift" in document and "items" in document and "status" in document:
+        return "status"
     if set(document) == _FAILURE_KEYS:
         return "failure"
     return None
