@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from dlsetup.model import HostProfile
 
 if TYPE_CHECKING:
@@ -213,7 +216,9 @@ def _rocm(p: HostProfile, variables: Mapping[str, Any], roles: Tuple[str, ...]) 
 
 def planned_accelerator(variables: Mapping[str, Any]) -> Optional[str]:
     """"cuda 13.0", "rocm 7.0" or "cpu" from the PyTorch wheel index the plan uses; None: not told."""
-    for url in list(variables.get("frameworks_pip_extra_index_urls") or ()) + [variables.get("frameworks_pip_index_url") or ""]:
+    vendor = [str(i.get("url") or "") for i in variables.get("frameworks_pip_vendor_indexes") or () if isinstance(i, dict)]
+    for url in vendor + list(variables.get("frameworks_pip_extra_index_urls") or ()) + [
+            variables.get("frameworks_pip_index_url") or ""]:
         tail = str(url).rstrip("/").rsplit("/", 1)[-1]
         cuda = re.fullmatch(r"cu(\d+)(\d)", tail)
         if cuda:
@@ -226,8 +231,20 @@ def planned_accelerator(variables: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
+def _valid(spec: str) -> bool:
+    try:
+        Requirement(spec)
+    except InvalidRequirement:
+        return False
+    return True
+
+
 def _pip_fix(variables: Mapping[str, Any], venv: str, spec: str) -> str:
     args = [f"{venv.rstrip('/')}/bin/pip", "install", "--force-reinstall", f"'{spec}'"]
+    name = canonicalize_name(Requirement(spec).name) if _valid(spec) else ""
+    for index in variables.get("frameworks_pip_vendor_indexes") or ():
+        if isinstance(index, dict) and name in {canonicalize_name(str(x)) for x in index.get("projects") or ()}:
+            return " ".join(args + ["--index-url", str(index.get("url"))])  # the vendor's index alone
     if variables.get("frameworks_pip_index_url"):
         args += ["--index-url", str(variables["frameworks_pip_index_url"])]
     for url in variables.get("frameworks_pip_extra_index_urls") or ():
@@ -240,9 +257,6 @@ def _pip_fix(variables: Mapping[str, Any], venv: str, spec: str) -> str:
 
 
 def _venv(variables: Mapping[str, Any], venv: Optional[Mapping[str, Any]]) -> List[Item]:
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
     specs = [str(s) for s in variables.get("frameworks_packages") or ()]
     path = str(variables.get("frameworks_venv_path") or "")
     if not specs or not path:
