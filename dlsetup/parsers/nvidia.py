@@ -265,7 +265,8 @@ _CSV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
 def _csv_column(header: str) -> tuple[str, str]:
     """``"memory.total [MiB]"`` -> ``("memory.total", "mib")``."""
     match = re.fullmatch(r"\s*([^\[]*?)\s*(?:\[([^\]]*)\])?\s*", header)
-    assert match  # the pattern matches any string
+    if not match:  # a "[" without its "]": no unit
+        return header.strip().lower(), ""
     return match.group(1).lower(), (match.group(2) or "").lower()
 
 
