@@ -50,6 +50,7 @@ def _parse_file(path: Path) -> SmiReport:
         "smi-q": parse_smi_q_text,
         "smi-table": parse_smi_table,
         "smi-vgpu-table": parse_smi_table,
+        "vgpu-guest-smi-q": parse_smi_q_text,
     }
     return parsers[prefix](text)
 
@@ -458,7 +459,7 @@ def test_vgpu_host_table_without_cuda_version_or_persistence_column() -> None:
 
 
 def test_vgpu_guest_placeholder_vbios_is_unknown() -> None:
-    gpu = _public("smi-q_vgpu-guest_rtxa6000-24q_drv535.183.06.txt").gpus[0]
+    gpu = _public("vgpu-guest-smi-q_rtxa6000-24q_drv535.183.06.txt").gpus[0]
     assert "vbios" not in gpu
     assert (gpu["name"], gpu["pci_device_id"], gpu["memory_bytes"]) == ("NVIDIA RTXA6000-24Q", "2230", 24576 * MIB)
     assert {"power_limit_w", "power_default_w"}.isdisjoint(gpu)

@@ -13,7 +13,7 @@ import re
 import shutil
 from typing import Dict, List, Optional, Tuple
 
-from dlsetup.model import GPU, AmdState, GPULink, NvidiaState
+from dlsetup.model import GPU, AmdState, GPULink, GPUPartition, NvidiaState
 from dlsetup.parsers import amd as amd_parsers
 from dlsetup.parsers import nvidia as nv
 from dlsetup.parsers import pci as pci_parsers
@@ -38,6 +38,7 @@ COMMANDS = {
     "nvidia-smi-q-x": ["nvidia-smi", "-q", "-x"],
     "nvidia-smi-topo-m": ["nvidia-smi", "topo", "-m"],
     "nvcc-version": ["nvcc", "--version"],
+    "amd-smi-static-json": ["amd-smi", "static", "--json"],
     "rocm-smi-json": ["rocm-smi", "--showallinfo", "--json"],
 }
 
@@ -212,19 +213,35 @@ def _nvcc_version(host: Host) -> Optional[str]:
 
 
 def amd_layers(host: Host, pci_gpus: List[dict]) -> List[dict]:
-    """Per-GPU AMD facts from the KFD topology (and rocm-smi in bundles or when KFD says nothing)."""
-    layers = []
+    """Per-GPU AMD facts: the KFD topology (partitions grouped back into their card), then amd-smi, the
+    tool of ROCm 6/7, or the deprecated rocm-smi when amd-smi gives nothing (in bundles, or when KFD
+    says nothing)."""
+    nodes = []
     for node in host.listdir(KFD_NODES):
-        props = amd_parsers.parse_kfd_properties(host.read(f"{KFD_NODES}/{node}/properties") or "")
-        if props:
-            layers.append(dict(props, sources=("kfd",)))
+        number = int_or_none(node)
+        if number is not None:
+            nodes.append((number, amd_parsers.parse_kfd_node(host.read(f"{KFD_NODES}/{node}/properties") or "")))
+    layers = [dict(gpu, sources=("kfd",)) for gpu in amd_parsers.kfd_physical_gpus(nodes)]
     has_amd = any(g["vendor"] == "amd" for g in pci_gpus)
-    if not host.is_live or (has_amd and not layers):
-        text = host.run("rocm-smi-json", COMMANDS["rocm-smi-json"])
+    if not host.is_live or has_amd:
+        smi: List[dict] = []
+        text = host.run("amd-smi-static-json", COMMANDS["amd-smi-static-json"])
         if text:
-            report = amd_parsers.parse_rocm_smi_json(text)
-            layers.extend(dict(g, sources=("rocm-smi",)) for g in report.gpus)
+            smi = list(amd_parsers.parse_amd_smi_json(text).gpus)
+        if not smi and (not host.is_live or not layers):
+            text = host.run("rocm-smi-json", COMMANDS["rocm-smi-json"])
+            if text:
+                smi = list(amd_parsers.parse_rocm_smi_json(text).gpus)
+        if layers and len(smi) != len(layers):
+            # a tool that numbers partitions as GPUs cannot be matched to the cards: keep only card-wide facts
+            smi = [{k: v for k, v in g.items() if k in _CARD_WIDE} for g in smi if g.get("pci_bus_id")]
+        layers.extend(smi)
     return layers
+
+
+#: Facts of an amd-smi / rocm-smi entry that hold for the whole card even when the tool lists partitions.
+_CARD_WIDE = {"vendor", "pci_bus_id", "pci_vendor_id", "pci_device_id", "name", "vbios", "serial",
+              "compute_partition", "memory_partition", "sources"}
 
 
 def read_amd_state(host: Host) -> AmdState:
@@ -284,7 +301,7 @@ def read_gpus(host: Host, enrich: bool = True) -> Tuple[Tuple[GPU, ...], Tuple[G
             merged = merge_layers([merged, table_layer(merged, pci_ids)])
         merged.setdefault("vendor", "unknown")
         merged["pci_bus_id"] = bus
-        gpus.append(GPU(**fields_of(GPU, merged)))
+        gpus.append(_model_gpu(merged))
     gpus = _number(gpus)
     nvidia_state = read_nvidia_state(host, reports, snapshot)
     return tuple(gpus), read_links(host, tuple(gpus)), nvidia_state, read_amd_state(host)
@@ -298,8 +315,18 @@ def enrich_gpus(gpus: Tuple[GPU, ...], host: Optional[Host] = None) -> Tuple[GPU
         current = dataclasses.asdict(gpu)
         layer = table_layer(current, pci_ids)
         merged = merge_layers([current, layer])
-        out.append(GPU(**fields_of(GPU, merged)))
+        out.append(_model_gpu(merged))
     return tuple(out)
+
+
+def _model_gpu(merged: dict) -> GPU:
+    """The model GPU of merged facts (partitions given as dicts become :class:`GPUPartition`)."""
+    facts = fields_of(GPU, merged)
+    facts["partitions"] = tuple(
+        p if isinstance(p, GPUPartition) else GPUPartition(**fields_of(GPUPartition, p))
+        for p in facts.get("partitions") or () if isinstance(p, (dict, GPUPartition))
+    )
+    return GPU(**facts)
 
 
 def _match_by_device(layer: dict, by_bus: Dict[str, List[dict]]) -> Optional[str]:

@@ -1,0 +1,67 @@
+"""AMD hosts read as bundles built from real captures: partitions, amd-smi preferred over rocm-smi, the GPU
+table for PCI ids seen in the wild (tests/fixtures/public/SOURCES.tsv cites each file)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conftest import PUBLIC
+from dlsetup.advice import run_checks
+from dlsetup.probe import probe_host
+from dlsetup.probe.host import Host
+
+AMD = PUBLIC / "amd"
+
+
+def _bundle(tmp_path: Path, topology: Path | None = None, **commands: str) -> Path:
+    root = tmp_path / "bundle"
+    root.mkdir()
+    if topology is not None:
+        shutil.copytree(topology, root / "sys" / "class" / "kfd" / "kfd" / "topology")
+    (root / "cmd").mkdir()
+    for name, fixture in commands.items():
+        shutil.copy(AMD / fixture, root / "cmd" / f"{name.replace('_', '-')}.out")
+    return root
+
+
+def test_mi308x_cpx_bundle_reports_eight_physical_gpus_and_their_partitions(tmp_path):
+    profile = probe_host(Host.bundle(_bundle(tmp_path, AMD / "kfd-topology_8x-mi308x-cpx")))
+    assert len(profile.gpus) == 8 and len(profile.amd_gpus) == 8
+    assert profile.visible_gpu_count == 32
+    assert {(g.name, g.architecture, g.gfx_target, g.compute_partition, len(g.partitions)) for g in profile.gpus} == {
+        ("AMD Instinct MI308X", "CDNA3", "gfx942", "CPX", 4)
+    }
+    assert [g.index for g in profile.gpus] == list(range(8))
+    assert [p.index for g in profile.gpus for p in g.partitions] == list(range(32))
+    # the profile survives its JSON form
+    from dlsetup.model import HostProfile
+
+    assert HostProfile.from_dict(profile.to_dict()).gpus == profile.gpus
+    # check says what a framework will see
+    (finding,) = [f for f in run_checks(profile) if f.id == "gpu.partitions"]
+    assert finding.severity == "info"
+    assert "8 physical GPU(s) in CPX mode: frameworks see 32 device(s) (4 per card" in finding.message
+
+
+def test_whole_gpus_give_no_partition_advice(tmp_path):
+    profile = probe_host(Host.bundle(_bundle(tmp_path, rocm_smi_json="rocm-smi_4x-mi100_rocm6.0.2.json")))
+    assert len(profile.gpus) == 4 and profile.visible_gpu_count == 4
+    assert not [f for f in run_checks(profile) if f.id == "gpu.partitions"]
+
+
+def test_mi250_740c_from_rocm_smi_gets_architecture_and_gfx_target(tmp_path):
+    profile = probe_host(Host.bundle(_bundle(tmp_path, rocm_smi_json="rocm-smi-a-json_mi250-740c_rocm5.json")))
+    (gpu,) = profile.gpus
+    assert (gpu.pci_device_id, gpu.architecture, gpu.gfx_target) == ("740c", "CDNA2", "gfx90a")
+
+
+def test_amd_smi_is_preferred_over_rocm_smi(tmp_path):
+    root = _bundle(tmp_path, amd_smi_static_json="amd-smi-static-json_mi210_gfx90a.json",
+                   rocm_smi_json="rocm-smi_4x-mi100_rocm6.0.2.json")
+    profile = probe_host(Host.bundle(root))
+    # rocm-smi's four MI100s are not read once amd-smi answered; the amd-smi MI210 carries no bus id
+    # in this output and is placed only on a PCI device of its id (none in this bundle)
+    assert [g for g in profile.gpus if g.pci_device_id == "738c"] == []
+    (root / "cmd" / "amd-smi-static-json.out").write_text("amd-smi: command failed\n")
+    assert [g.pci_device_id for g in probe_host(Host.bundle(root)).gpus] == ["738c"] * 4
