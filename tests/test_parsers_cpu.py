@@ -181,3 +181,17 @@ def test_dmidecode_live_matches_meminfo() -> None:
     total = parse_meminfo(Path("/proc/meminfo").read_text())["MemTotal"]
     assert sum(d["size_bytes"] for d in devices) >= total
     assert summary["dimm_speed_mts"] is None or 100 <= summary["dimm_speed_mts"] <= 20000
+
+
+# -- Arm hosts (real outputs; each failed before its fix) ------------------------------------------
+
+
+def test_arm_big_little_lscpu_counts_every_cluster():
+    """Four "Model name" blocks (one per core type), core ids restarting per cluster in ``lscpu -p``."""
+    text = (PUBLIC / "cpu" / "lscpu_arm-biglittle_A510-A710-A715-X3_plus-parsable.txt").read_text()
+    info = parse_lscpu(text)
+    assert info["physical_cores"] == 8 and info["logical_cpus"] == 8
+    assert info["model"] == "Cortex-A510 + Cortex-A710 + Cortex-A715 + Cortex-X3"
+    assert (info["hybrid"], info["clusters"], info["sockets"]) == (True, 4, 1)
+    assert info["max_mhz"] == 3187.2  # the fastest core type (X3), not the first block's A510
+    assert info["vendor"] == "ARM"
