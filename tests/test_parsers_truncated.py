@@ -109,17 +109,33 @@ def _probe_errors(root: Path) -> list[str]:
     return [n for n in profile.notes if "could not be read (" in n]
 
 
-def test_bundle_reader_never_raises_on_truncated_files(tmp_path):
-    """Each file of the H100 bundle cut at several lines in turn: the probe reads the rest, nothing raises."""
+def _amd_bundle(root: Path) -> Path:
+    """A bundle of real AMD captures: the MI308X CPX KFD topology, amd-smi and rocm-smi outputs."""
+    amd = FIXTURES / "public" / "amd"
+    shutil.copytree(amd / "kfd-topology_8x-mi308x-cpx", root / "sys" / "class" / "kfd" / "kfd" / "topology")
+    (root / "cmd").mkdir()
+    shutil.copy(amd / "amd-smi-static-json_mi210_gfx90a.json", root / "cmd" / "amd-smi-static-json.out")
+    shutil.copy(amd / "rocm-smi-a-json_mi250-740c_rocm5.json", root / "cmd" / "rocm-smi-json.out")
+    return root
+
+
+@pytest.mark.parametrize("which", ["h100", "amd"])
+def test_bundle_reader_never_raises_on_truncated_files(tmp_path, which):
+    """Each file of a bundle cut at several lines in turn: the probe reads the rest, nothing raises."""
     bundle = tmp_path / "bundle"
-    shutil.copytree(H100_BUNDLE, bundle, symlinks=True)
-    for original in sorted(p for p in H100_BUNDLE.rglob("*") if p.is_file() and not p.is_symlink()):
-        target = bundle / original.relative_to(H100_BUNDLE)
+    if which == "h100":
+        source = H100_BUNDLE
+        shutil.copytree(H100_BUNDLE, bundle, symlinks=True)
+    else:
+        source = _amd_bundle(tmp_path / "source")
+        shutil.copytree(source, bundle)
+    for original in sorted(p for p in source.rglob("*") if p.is_file() and not p.is_symlink()):
+        target = bundle / original.relative_to(source)
         data = original.read_bytes()
         lines = data.splitlines(keepends=True)
         cuts = sorted({0, 1, len(lines) // 3, len(lines) // 2, len(lines) - 1} & set(range(len(lines))))
         for cut in cuts:
             target.write_bytes(b"".join(lines[:cut]) + (lines[cut][: len(lines[cut]) // 2] if lines else b""))
             errors = _probe_errors(bundle)
-            assert errors == [], f"{original.relative_to(H100_BUNDLE)} cut at line {cut}: {errors}"
+            assert errors == [], f"{original.relative_to(source)} cut at line {cut}: {errors}"
         target.write_bytes(data)

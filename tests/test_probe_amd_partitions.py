@@ -65,3 +65,14 @@ def test_amd_smi_is_preferred_over_rocm_smi(tmp_path):
     assert [g for g in profile.gpus if g.pci_device_id == "738c"] == []
     (root / "cmd" / "amd-smi-static-json.out").write_text("amd-smi: command failed\n")
     assert [g.pci_device_id for g in probe_host(Host.bundle(root)).gpus] == ["738c"] * 4
+
+
+def test_old_kernel_kfd_node_gets_its_gfx_target_from_the_table(tmp_path):
+    root = tmp_path / "bundle"
+    node = root / "sys" / "class" / "kfd" / "kfd" / "topology" / "nodes" / "1"
+    node.mkdir(parents=True)
+    shutil.copy(AMD / "kfd-topology-node-properties_mi25-vega10_old-kernel-no-gfx-target.txt", node / "properties")
+    (gpu,) = probe_host(Host.bundle(root)).gpus
+    assert (gpu.pci_bus_id, gpu.pci_device_id, gpu.gfx_target, gpu.architecture) == (
+        "0000:19:00.0", "6860", "gfx900", "GCN5")
+    assert gpu.memory_bytes == 17163091968 and gpu.partitions == () and gpu.compute_partition is None
