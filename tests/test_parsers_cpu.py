@@ -195,3 +195,19 @@ def test_arm_big_little_lscpu_counts_every_cluster():
     assert (info["hybrid"], info["clusters"], info["sockets"]) == (True, 4, 1)
     assert info["max_mhz"] == 3187.2  # the fastest core type (X3), not the first block's A510
     assert info["vendor"] == "ARM"
+
+
+@pytest.mark.parametrize(
+    "name, cores, clusters",
+    [("lscpu_nvidia-tegra-carmel-6c_socket3-clusters.txt", 6, 3), ("lscpu_cortex-a57-4c_socket2-clusters.txt", 4, 2)],
+)
+def test_soc_arm_sockets_are_clusters(name, cores, clusters):
+    """Old lscpu calls the clusters of a Jetson / Cortex-A SoC "Socket(s)": one package, several clusters."""
+    info = parse_lscpu((PUBLIC / "cpu" / name).read_text())
+    assert (info["sockets"], info["clusters"], info["physical_cores"], info["logical_cpus"]) == (1, clusters, cores, cores)
+
+
+def test_arm_server_sockets_stay_sockets():
+    info = parse_lscpu((PUBLIC / "cpu" / "lscpu_2x-kunpeng-920-48c_4numa.txt").read_text())
+    assert (info["sockets"], info["physical_cores"], info["numa_nodes"], info["model"]) == (2, 96, 4, "Kunpeng-920")
+    assert "clusters" not in info and "hybrid" not in info

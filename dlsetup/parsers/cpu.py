@@ -229,8 +229,11 @@ def _plausible_max(max_mhz: float | None, floor: float | None) -> float | None:
 
 
 def _embedded_arm(pairs: dict[str, str]) -> bool:
-    """An Arm Ltd. Cortex-A part (Jetson, phones, boards): never more than one package per system."""
-    return pairs.get("Vendor ID") == "ARM" and (pairs.get("Model name") or "").startswith("Cortex-A")
+    """A system-on-chip Arm part, never more than one package per system: an Arm Ltd. Cortex-A core
+    (Jetson Orin, phones, boards) or an NVIDIA Tegra core (Carmel, Denver: Jetson Xavier, TX2). Server
+    parts (Neoverse in Grace and Ampere, Kunpeng, ThunderX) do come in several sockets."""
+    vendor, model = pairs.get("Vendor ID"), pairs.get("Model name") or ""
+    return (vendor == "ARM" and model.startswith("Cortex-A")) or (vendor or "").lower() == "nvidia"
 
 
 def _block_cores(block: dict[str, str], embedded: bool) -> tuple[int | None, int | None]:
@@ -270,7 +273,8 @@ def _from_pairs(pairs: dict[str, str], rows: list[dict[str, str]],
         if value is not None and value > 0:
             out[key] = value
 
-    counted = [_block_cores(b, embedded) for b in blocks]
+    # older lscpu prints the core counts before "Model name": a single block reads the whole output
+    counted = [_block_cores(b, embedded) for b in blocks] if len(blocks) > 1 else [_block_cores(pairs, embedded)]
     cores_seen = {(r["Socket"], r["Core"]) for r in rows if r.get("Socket") and r.get("Core")}
     cores: int | None
     if len(blocks) > 1:
