@@ -148,6 +148,7 @@ class GPUPartition:
     pci_bus_id: Optional[str] = None  #: as the driver numbers it: partition N of 0000:0a:00.0 is 0000:0a:00.N
     compute_units: Optional[int] = None
     render_minor: Optional[int] = None  #: /dev/dri/renderD<minor>
+    memory_bytes: Optional[int] = None  #: the partition's share of the card's memory
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ import pytest
 from conftest import PUBLIC
 from dlsetup.model import GPU
 from dlsetup.parsers.amd import (
+    KFD_BANK_BYTES,
     gfx_from_version,
+    kfd_bank_bytes,
     kfd_physical_gpus,
     parse_amd_smi_json,
     parse_kfd_node,
@@ -32,7 +34,13 @@ def _read(name: str) -> str:
 
 def _kfd_tree(path) -> list[tuple[int, dict]]:
     nodes = path / "nodes" if (path / "nodes").is_dir() else path
-    return [(int(n.name), parse_kfd_node((n / "properties").read_text())) for n in nodes.iterdir()]
+    found = []
+    for node in nodes.iterdir():
+        props = parse_kfd_node((node / "properties").read_text())
+        banks = sorted((node / "mem_banks").glob("*/properties"))
+        props[KFD_BANK_BYTES] = kfd_bank_bytes(b.read_text() for b in banks)
+        found.append((int(node.name), props))
+    return found
 
 
 def _gpus(path) -> tuple[dict, ...]:
@@ -213,6 +221,9 @@ def test_mi308x_cpx_topology_is_eight_cards_of_four_partitions():
     assert [p["pci_bus_id"] for p in first] == ["0000:0a:00.0", "0000:0a:00.1", "0000:0a:00.2", "0000:0a:00.3"]
     assert [p["render_minor"] for p in first] == [128, 129, 130, 131]
     assert {p["compute_units"] for g in gpus for p in g["partitions"]} == {20}
+    # each partition's frame-buffer bank holds a quarter of the card's 192 GiB (16 MiB reserved on one)
+    assert {p["memory_bytes"] for g in gpus for p in g["partitions"]} == {48 << 30, (48 << 30) - (16 << 20)}
+    assert {g["memory_bytes"] for g in gpus} <= {192 << 30, (192 << 30) - (16 << 20)}
     # partitions keep the framework's device order across cards
     assert [p["index"] for g in gpus for p in g["partitions"]] == list(range(32))
 

@@ -33,6 +33,7 @@ def test_mi308x_cpx_bundle_reports_eight_physical_gpus_and_their_partitions(tmp_
         ("AMD Instinct MI308X", "CDNA3", "gfx942", "CPX", 4)
     }
     assert [g.index for g in profile.gpus] == list(range(8))
+    assert all(190 << 30 < g.memory_bytes <= 192 << 30 for g in profile.gpus)  # from the KFD memory banks
     assert [p.index for g in profile.gpus for p in g.partitions] == list(range(32))
     # the profile survives its JSON form
     from dlsetup.model import HostProfile

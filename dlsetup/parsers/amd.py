@@ -289,6 +289,22 @@ def parse_kfd_node(text: str) -> dict[str, int]:
     return props
 
 
+#: KFD memory bank heap types that are GPU memory (frame buffer, public and private).
+_KFD_FRAME_BUFFER = (1, 2)
+#: Key under which a reader adds the frame-buffer bytes of a node's memory banks to its properties.
+KFD_BANK_BYTES = "mem_banks_frame_buffer_bytes"
+
+
+def kfd_bank_bytes(banks: Iterable[str]) -> int:
+    """GPU memory of a KFD node: the ``size_in_bytes`` of its frame-buffer ``mem_banks/N/properties``."""
+    total = 0
+    for text in banks:
+        bank = parse_kfd_node(text)
+        if bank.get("heap_type") in _KFD_FRAME_BUFFER:
+            total += max(bank.get("size_in_bytes", 0), 0)
+    return total
+
+
 def _kfd_is_gpu(props: dict[str, int]) -> bool:
     """A GPU node has SIMDs and a device id; a CPU node has neither (an APU node has both and cores)."""
     return props.get("simd_count", 0) > 0 and props.get("device_id", 0) > 0
@@ -311,7 +327,7 @@ def kfd_gpu(props: dict[str, int]) -> dict:
             "pci_vendor_id": _pci_id(props.get("vendor_id")),
             "pci_device_id": _pci_id(props.get("device_id")),
             "gfx_target": gfx_from_version(version) if version > 0 else None,
-            "memory_bytes": props.get("local_mem_size") or None,
+            "memory_bytes": props.get("local_mem_size") or props.get(KFD_BANK_BYTES) or None,
             "uuid": _uuid(props.get("unique_id")),
             "sources": ("kfd",),
         }
@@ -370,6 +386,7 @@ def kfd_physical_gpus(nodes: list[tuple[int, dict[str, int]]]) -> list[dict]:
                     "pci_bus_id": _bus_id_from_bdf(props.get("domain", 0), location) if location else None,
                     "compute_units": props["simd_count"] // simd_per_cu if simd_per_cu else None,
                     "render_minor": props.get("drm_render_minor"),
+                    "memory_bytes": props.get("local_mem_size") or props.get(KFD_BANK_BYTES) or None,
                 }
             )
             index += 1
@@ -379,6 +396,9 @@ def kfd_physical_gpus(nodes: list[tuple[int, dict[str, int]]]) -> list[dict]:
             gpu["compute_partition"] = mode
         if len(members) > 1:
             gpu["partitions"] = tuple(partitions)
+            shares = [p["memory_bytes"] for p in partitions]
+            if all(shares):  # each partition holds its share of the card's memory
+                gpu["memory_bytes"] = sum(shares)
         gpus.append(gpu)
     return gpus
 
@@ -487,6 +507,9 @@ def parse_amd_smi_json(text: str) -> AmdReport:
         except ValueError:
             continue
     entries = _amd_smi_entries(data)
-    drivers = (_amd_smi_driver(_section(e, "driver").get("version")) for e in entries)
+    drivers = (
+        _amd_smi_driver(_section(e, "driver").get("version") or _section(e, "driver").get("driver_version"))
+        for e in entries
+    )
     return AmdReport(driver_version=next((d for d in drivers if d), None),
                      gpus=tuple(_amd_smi_gpu(e) for e in entries))

@@ -220,7 +220,12 @@ def amd_layers(host: Host, pci_gpus: List[dict]) -> List[dict]:
     for node in host.listdir(KFD_NODES):
         number = int_or_none(node)
         if number is not None:
-            nodes.append((number, amd_parsers.parse_kfd_node(host.read(f"{KFD_NODES}/{node}/properties") or "")))
+            props = amd_parsers.parse_kfd_node(host.read(f"{KFD_NODES}/{node}/properties") or "")
+            banks = f"{KFD_NODES}/{node}/mem_banks"
+            props[amd_parsers.KFD_BANK_BYTES] = amd_parsers.kfd_bank_bytes(
+                host.read(f"{banks}/{bank}/properties") or "" for bank in host.listdir(banks)
+            )
+            nodes.append((number, props))
     layers = [dict(gpu, sources=("kfd",)) for gpu in amd_parsers.kfd_physical_gpus(nodes)]
     has_amd = any(g["vendor"] == "amd" for g in pci_gpus)
     if not host.is_live or has_amd:
