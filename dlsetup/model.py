@@ -135,7 +135,8 @@ class StorageInfo:
     mounts: Tuple[Mount, ...] = ()  #: local, real filesystems only (no tmpfs, proc, overlay, squashfs)
 
 
-#: AMD compute partition modes (XCDs per logical device: all, half, third, quarter, one) and memory (NUMA per socket) modes.
+#: AMD compute partition modes (XCDs per logical device: all, half, third, quarter, one) and memory
+#: partition modes (NUMA nodes per socket).
 COMPUTE_PARTITIONS = ("SPX", "DPX", "TPX", "QPX", "CPX")
 MEMORY_PARTITIONS = ("NPS1", "NPS2", "NPS4", "NPS8")
 

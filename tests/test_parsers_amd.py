@@ -190,7 +190,8 @@ def test_garbage_never_raises(text):
 def test_odd_values_are_dropped():
     text = '{"card1": {"GPU ID": "zz", "PCI Bus": "bogus", "VRAM Total Memory (B)": "N/A", "pcie clock level": "?"}}'
     # the only card, whatever its DRM card number, is device 0
-    assert parse_rocm_smi_json(text).gpus == ({"vendor": "amd", "index": 0, "pci_vendor_id": "1002", "sources": ("rocm-smi",)},)
+    expected = {"vendor": "amd", "index": 0, "pci_vendor_id": "1002", "sources": ("rocm-smi",)}
+    assert parse_rocm_smi_json(text).gpus == (expected,)
 
 
 # -- variants seen in the wild (each failed before its fix) ----------------------------------------
@@ -230,7 +231,8 @@ def test_mi308x_cpx_topology_is_eight_cards_of_four_partitions():
 
 def test_mi300x_cpx_partition_node_reads_as_one_card():
     # one node alone cannot show a split: no mode is claimed
-    gpu = kfd_physical_gpus([(2, parse_kfd_node(_read("kfd-topology-node-properties_mi300x-cpx-partition_gfx942.txt")))])
+    node = parse_kfd_node(_read("kfd-topology-node-properties_mi300x-cpx-partition_gfx942.txt"))
+    gpu = kfd_physical_gpus([(2, node)])
     assert gpu[0]["pci_bus_id"] == "0000:05:00.0" and "compute_partition" not in gpu[0]
     # a single whole GPU with one XCC is not "partitioned"
     whole = kfd_physical_gpus([(2, parse_kfd_node(_read("kfd-topology-node-properties_mi210_gfx90a.txt")))])

@@ -204,7 +204,8 @@ def test_arm_big_little_lscpu_counts_every_cluster():
 def test_soc_arm_sockets_are_clusters(name, cores, clusters):
     """Old lscpu calls the clusters of a Jetson / Cortex-A SoC "Socket(s)": one package, several clusters."""
     info = parse_lscpu((PUBLIC / "cpu" / name).read_text())
-    assert (info["sockets"], info["clusters"], info["physical_cores"], info["logical_cpus"]) == (1, clusters, cores, cores)
+    counts = (info["sockets"], info["clusters"], info["physical_cores"], info["logical_cpus"])
+    assert counts == (1, clusters, cores, cores)
 
 
 def test_arm_server_sockets_stay_sockets():

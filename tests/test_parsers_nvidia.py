@@ -443,7 +443,8 @@ def test_nvml_unsupported_fields_are_left_out(monkeypatch: pytest.MonkeyPatch) -
 def test_driver_610_power_limits_under_gpu_ceiling_power_limit() -> None:
     """Driver 610 moved Current/Default Power Limit under "GPU Power Readings > GPU Ceiling Power Limit"."""
     for prefix in ("idle", "load"):
-        gpu = parse_smi_q_text(_capture("capture_rtx2080super_windows_drv610.62.txt")[f"{prefix} :: query (-q)"]).gpus[0]
+        section = _capture("capture_rtx2080super_windows_drv610.62.txt")[f"{prefix} :: query (-q)"]
+        gpu = parse_smi_q_text(section).gpus[0]
         assert (gpu["power_limit_w"], gpu["power_default_w"]) == (250.0, 250.0)
     # the older flat layout still reads the same keys
     l40s = parse_smi_q_text(_capture("capture_l40s_drv595.80.txt")[Q_SECTION]).gpus[0]

@@ -368,7 +368,10 @@ def kfd_physical_gpus(nodes: list[tuple[int, dict[str, int]]]) -> list[dict]:
             continue
         unique = props.get("unique_id", 0)
         location = props.get("location_id", 0)
-        key = ("uid", unique) if unique else ("pci", props.get("domain", 0), location >> 3) if location else ("node", number)
+        if unique:
+            key: tuple = ("uid", unique)
+        else:
+            key = ("pci", props.get("domain", 0), location >> 3) if location else ("node", number)
         groups.setdefault(key, []).append((number, props))
     gpus = []
     index = 0
