@@ -237,6 +237,10 @@ def amd_layers(host: Host, pci_gpus: List[dict]) -> List[dict]:
             text = host.run("rocm-smi-json", COMMANDS["rocm-smi-json"])
             if text:
                 smi = list(amd_parsers.parse_rocm_smi_json(text).gpus)
+        # a partition's invented bus id (0000:0a:00.1 of card 0000:0a:00.0) is no GPU of its own
+        cards = {layer.get("pci_bus_id") for layer in layers}
+        invented = {p.get("pci_bus_id") for layer in layers for p in layer.get("partitions", ())} - cards
+        smi = [g for g in smi if g.get("pci_bus_id") not in invented or g.get("pci_bus_id") is None]
         if layers and len(smi) != len(layers):
             # a tool that numbers partitions as GPUs cannot be matched to the cards: keep only card-wide facts
             smi = [{k: v for k, v in g.items() if k in _CARD_WIDE} for g in smi if g.get("pci_bus_id")]
