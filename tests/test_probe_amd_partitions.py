@@ -77,3 +77,15 @@ def test_old_kernel_kfd_node_gets_its_gfx_target_from_the_table(tmp_path):
     assert (gpu.pci_bus_id, gpu.pci_device_id, gpu.gfx_target, gpu.architecture) == (
         "0000:19:00.0", "6860", "gfx900", "GCN5")
     assert gpu.memory_bytes == 17163091968 and gpu.partitions == () and gpu.compute_partition is None
+
+
+def test_amd_smi_without_bus_id_lands_on_the_kfd_gpu_of_its_model(tmp_path):
+    """amd-smi (ROCm 7, MI210) printed no bus.bdf: its facts join the MI210 the KFD topology placed."""
+    root = _bundle(tmp_path, amd_smi_static_json="amd-smi-static-json_mi210_gfx90a.json")
+    node = root / "sys" / "class" / "kfd" / "kfd" / "topology" / "nodes" / "2"
+    node.mkdir(parents=True)
+    shutil.copy(AMD / "kfd-topology-node-properties_mi210_gfx90a.txt", node / "properties")
+    (gpu,) = probe_host(Host.bundle(root)).gpus
+    assert (gpu.pci_bus_id, gpu.name, gpu.power_limit_w, gpu.numa_node, gpu.pcie_gen_max) == (
+        "0000:63:00.0", "AMD Instinct MI210", 300.0, 1, 4)
+    assert gpu.sources[:2] == ("kfd", "amd-smi")

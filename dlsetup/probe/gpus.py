@@ -339,10 +339,18 @@ def _model_gpu(merged: dict) -> GPU:
 
 
 def _match_by_device(layer: dict, by_bus: Dict[str, List[dict]]) -> Optional[str]:
-    """A layer without a bus id (e.g. old rocm-smi) belongs to the only GPU with its device id."""
+    """A layer without a bus id (old rocm-smi, amd-smi without ``bus.bdf``) belongs to the only GPU with
+    its device id, or, among several, to the one at its device index in PCI order (the order amd-smi and
+    rocm-smi number them)."""
     device = layer.get("pci_device_id")
-    hits = [b for b, ls in by_bus.items() if device and any(x.get("pci_device_id") == device for x in ls)]
-    return hits[0] if len(hits) == 1 else None
+    hits = sorted(b for b, ls in by_bus.items() if device and any(x.get("pci_device_id") == device for x in ls))
+    if len(hits) == 1:
+        return hits[0]
+    index = layer.get("index")
+    same = [b for b, ls in by_bus.items() if any(x.get("vendor") == layer.get("vendor") for x in ls)]
+    if isinstance(index, int) and hits and len(same) == len(hits) and 0 <= index < len(hits):
+        return hits[index]  # every GPU of this vendor is this model: the index is the PCI order
+    return None
 
 
 def _number(gpus: List[GPU]) -> List[GPU]:
