@@ -68,7 +68,7 @@ def test_every_capture_parses_into_gpu_fields(path):
     for gpu in gpus:
         assert set(gpu) <= GPU_FIELDS
         assert gpu["vendor"] == "amd"
-        assert gpu["pci_device_id"] in {"738c", "66a1", "73df", "74a1", "740f", "740c", "6860", "74a2"}
+        assert gpu["pci_device_id"] in {"738c", "66a1", "73df", "74a1", "740f", "740c", "6860", "74a2", "73bf", "73a3"}
         assert len(gpu["sources"]) == 1
 
 
@@ -270,3 +270,9 @@ def test_rocm_smi_partition_modes():
     assert {(g["memory_partition"], g["compute_partition"]) for g in concise} == {("NPS1", "SPX")}
     showall = parse_rocm_smi_text(_read("rocm-smi_showall_4x-mi300x.txt")).gpus
     assert {g["compute_partition"] for g in showall} == {"SPX"}
+
+
+def test_rocm_smi_concise_table_of_rocm_6_1_with_node_and_ids_columns():
+    gpus = parse_rocm_smi_text(_read("rocm-smi_concise-node-ids_rx6800-rx6950_rocm6.1.txt")).gpus
+    assert [(g["index"], g["pci_device_id"], g["power_limit_w"]) for g in gpus] == [(0, "73bf", 150.0), (1, "73a3", 213.0)]
+    assert all("compute_partition" not in g for g in gpus)  # "N/A, N/A, 0": not partitioned

@@ -23,6 +23,11 @@ _PCIE_LEVEL = re.compile(r"(?P<rate>\d+(?:\.\d+)?)GT/s x(?P<width>\d+)")
 _PCIE_GEN = {2.5: 1, 5.0: 2, 8.0: 3, 16.0: 4, 32.0: 5, 64.0: 6}
 _SMI_TEXT = re.compile(r"^GPU\[(?P<index>\d+)\]\s*:\s*(?P<key>[^:]+?):\s*(?P<value>.*)$")
 _CONCISE_ROW = re.compile(r"^(?P<index>\d+)\s+\[0x(?P<device>[0-9a-f]+)\s*:\s*0x[0-9a-f]+\]", re.IGNORECASE)
+#: The concise row of ROCm 6.1+: "Device  Node  IDs (DID, GUID)": ``0  1  0x73bf,  34495  ...``; a CPX
+#: partition other than the first prints "N/A," for its device id.
+_CONCISE_ROW_IDS = re.compile(
+    r"^(?P<index>\d+)\s+(?P<node>\d+)\s+(?:0x(?P<device>[0-9a-f]+)|N/A),\s+(?P<guid>\d+)\s", re.IGNORECASE
+)
 _WATTS = re.compile(r"(\d+(?:\.\d+)?)W\b")
 #: The concise table's "Partitions (Mem, Compute)" column: "NPS1, SPX".
 _CONCISE_MODES = re.compile(r"\b(?P<memory>NPS\d)\s*,\s*(?P<compute>[A-Z]PX)\b")
@@ -189,7 +194,7 @@ def parse_rocm_smi_text(text: str) -> AmdReport:
     last_row: Optional[int] = None
     for line in text.splitlines():
         detail = _SMI_TEXT.match(line.strip())
-        row = _CONCISE_ROW.match(line)
+        row = _CONCISE_ROW.match(line) or _CONCISE_ROW_IDS.match(line)
         if detail:
             fields.setdefault(int(detail["index"]), {}).setdefault(_key(detail["key"]), detail["value"])
         elif line.startswith("Driver version:"):
@@ -201,7 +206,7 @@ def parse_rocm_smi_text(text: str) -> AmdReport:
             concise[last_row] = {
                 "vendor": "amd",
                 "index": last_row,
-                "pci_device_id": _hex_id(row["device"]),
+                "pci_device_id": _hex_id(row["device"]) if row["device"] else None,
                 "power_limit_w": float(watts[-1]) if watts else None,
                 "memory_partition": _mode(modes["memory"], MEMORY_PARTITIONS) if modes else None,
                 "compute_partition": _mode(modes["compute"], COMPUTE_PARTITIONS) if modes else None,
