@@ -274,5 +274,6 @@ def test_rocm_smi_partition_modes():
 
 def test_rocm_smi_concise_table_of_rocm_6_1_with_node_and_ids_columns():
     gpus = parse_rocm_smi_text(_read("rocm-smi_concise-node-ids_rx6800-rx6950_rocm6.1.txt")).gpus
-    assert [(g["index"], g["pci_device_id"], g["power_limit_w"]) for g in gpus] == [(0, "73bf", 150.0), (1, "73a3", 213.0)]
+    rows = [(g["index"], g["pci_device_id"], g["power_limit_w"]) for g in gpus]
+    assert rows == [(0, "73bf", 150.0), (1, "73a3", 213.0)]
     assert all("compute_partition" not in g for g in gpus)  # "N/A, N/A, 0": not partitioned
