@@ -89,3 +89,15 @@ def test_amd_smi_without_bus_id_lands_on_the_kfd_gpu_of_its_model(tmp_path):
     assert (gpu.pci_bus_id, gpu.name, gpu.power_limit_w, gpu.numa_node, gpu.pcie_gen_max) == (
         "0000:63:00.0", "AMD Instinct MI210", 300.0, 1, 4)
     assert gpu.sources[:2] == ("kfd", "amd-smi")
+
+
+def test_amd_smi_gpu_without_bus_id_joins_the_first_of_several_of_its_model(tmp_path):
+    """amd-smi's GPU 0 (MI210, no bus.bdf) on a host whose KFD topology holds eight MI210s: device 0 is
+    the first in PCI order; the other seven get nothing from it."""
+    root = _bundle(tmp_path, AMD / "kfd-topology_8x-mi210-xgmi",
+                   amd_smi_static_json="amd-smi-static-json_mi210_gfx90a.json")
+    gpus = probe_host(Host.bundle(root)).gpus
+    assert len(gpus) == 8 and {g.pci_device_id for g in gpus} == {"740f"}
+    assert gpus[0].pci_bus_id == "0000:03:00.0" and "amd-smi" in gpus[0].sources and gpus[0].power_limit_w == 300.0
+    assert not any("amd-smi" in g.sources for g in gpus[1:])
+    assert [g.index for g in gpus] == list(range(8))

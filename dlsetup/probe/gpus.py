@@ -241,7 +241,7 @@ def amd_layers(host: Host, pci_gpus: List[dict]) -> List[dict]:
         cards = {layer.get("pci_bus_id") for layer in layers}
         invented = {p.get("pci_bus_id") for layer in layers for p in layer.get("partitions", ())} - cards
         smi = [g for g in smi if g.get("pci_bus_id") not in invented or g.get("pci_bus_id") is None]
-        if layers and len(smi) != len(layers):
+        if layers and len(smi) > len(layers):
             # a tool that numbers partitions as GPUs cannot be matched to the cards: keep only card-wide facts
             smi = [{k: v for k, v in g.items() if k in _CARD_WIDE} for g in smi if g.get("pci_bus_id")]
         layers.extend(smi)
@@ -283,12 +283,13 @@ def read_gpus(host: Host, enrich: bool = True) -> Tuple[Tuple[GPU, ...], Tuple[G
     by_bus: Dict[str, List[dict]] = {}
     order: List[str] = []
 
+    unplaced: List[dict] = []
+
     def add(layer: dict) -> None:
         bus = layer.get("pci_bus_id")
         if not bus:
-            bus = _match_by_device(layer, by_bus)
-            if not bus:
-                return
+            unplaced.append(layer)  # placed once every GPU with a bus id is known
+            return
         if bus not in by_bus:
             by_bus[bus] = []
             order.append(bus)
@@ -301,6 +302,12 @@ def read_gpus(host: Host, enrich: bool = True) -> Tuple[Tuple[GPU, ...], Tuple[G
         add(layer)
     for layer in pci_gpus:  # sysfs is the least detailed but always there: it goes last
         add(layer)
+    for layer in unplaced:  # a driver layer without a bus id ranks just above the PCI scan
+        bus = _match_by_device(layer, by_bus)
+        if bus:
+            layers = by_bus[bus]
+            at = next((i for i, x in enumerate(layers) if x.get("sources") == ("pci",)), len(layers))
+            layers.insert(at, layer)
 
     pci_ids = PciIds(host) if enrich else None
     gpus = []
