@@ -436,6 +436,15 @@ def _measure(raw: Any) -> Optional[tuple[float, str]]:
     return (number, unit.lower()) if number is not None else None
 
 
+#: amd-smi memory units: its "MB" and "GB" are binary (65520 MB on a 64 GiB MI210).
+_AMD_SMI_UNITS = {"": _MIB, "b": 1, "kb": 1 << 10, "mb": _MIB, "gb": 1 << 30}
+
+
+def _amd_smi_bytes(measure: Optional[tuple[float, str]]) -> Optional[int]:
+    scale = _AMD_SMI_UNITS.get(measure[1]) if measure else None
+    return int(measure[0] * scale) if measure and scale and measure[0] > 0 else None
+
+
 def _section(entry: dict, *names: str) -> dict:
     for name in names:
         value = entry.get(name)
@@ -479,7 +488,7 @@ def _amd_smi_gpu(entry: dict) -> dict:
             "pci_device_id": _hex_id(asic.get("device_id")),
             "name": _value(asic.get("market_name")),
             "gfx_target": _value(asic.get("target_graphics_version")),
-            "memory_bytes": int((memory or total_vram)[0] * _MIB) if (memory or total_vram) else None,
+            "memory_bytes": _amd_smi_bytes(memory or total_vram),
             "uuid": None,  # amd-smi's uuid is not ROCr's "GPU-<unique id>"; the KFD node gives that
             "serial": serial if serial not in (None, "0", "0x0") else None,
             "vbios": _value(vbios.get("version")) or _value(vbios.get("part_number")),
