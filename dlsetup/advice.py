@@ -229,6 +229,26 @@ def gpu_pcie(p: HostProfile) -> Iterator[Finding]:
 
 
 @rule
+def gpu_partitions(p: HostProfile) -> Iterator[Finding]:
+    """Partitioned GPUs (AMD SPX/DPX/QPX/CPX, NPS): physical cards, the devices a framework sees, the mode."""
+    split = [g for g in _compute_gpus(p) if g.partitions or g.compute_partition or g.memory_partition]
+    if not split:
+        return
+    physical = len(_compute_gpus(p))
+    visible = p.visible_gpu_count
+    modes = sorted({"/".join(m for m in (g.compute_partition, g.memory_partition) if m) or "unknown" for g in split})
+    message = (f"{physical} physical GPU(s) in {', '.join(modes)} mode: frameworks see {visible} device(s)"
+               + ("" if visible == physical else f" ({visible // physical if visible % physical == 0 else '~'}"
+                  " per card, each with that share of compute units and memory)"))
+    if visible == physical:
+        yield Finding("gpu.partitions", "pass", message)
+    else:
+        yield Finding("gpu.partitions", "info", message,
+                      "One job per partition suits inference and small models; for training across whole cards "
+                      "switch to SPX (amd-smi set --compute-partition SPX) and count the cards, not the devices.")
+
+
+@rule
 def gpu_driver(p: HostProfile) -> Iterator[Finding]:
     nv = p.nvidia
     if not p.nvidia_gpus:

@@ -78,7 +78,8 @@ class CPUInfo:
     avx512f: Optional[bool] = None
     avx512_extensions: Tuple[str, ...] = ()  #: every avx512* flag, e.g. ("avx512_bf16", "avx512bw", ...)
     amx: Optional[bool] = None  #: Intel AMX tiles (amx_tile)
-    hybrid: Optional[bool] = None  #: performance + efficiency cores (Intel hybrid)
+    hybrid: Optional[bool] = None  #: performance + efficiency cores (Intel hybrid, ARM big.LITTLE / DynamIQ)
+    clusters: Optional[int] = None  #: ARM: core clusters of different core types (lscpu "Model name" blocks)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,23 @@ class StorageInfo:
     mounts: Tuple[Mount, ...] = ()  #: local, real filesystems only (no tmpfs, proc, overlay, squashfs)
 
 
+#: AMD compute partition modes (XCDs per logical device: all, half, third, quarter, one) and memory
+#: partition modes (NUMA nodes per socket).
+COMPUTE_PARTITIONS = ("SPX", "DPX", "TPX", "QPX", "CPX")
+MEMORY_PARTITIONS = ("NPS1", "NPS2", "NPS4", "NPS8")
+
+
+@dataclass(frozen=True)
+class GPUPartition:
+    """One logical device a partitioned GPU presents (an AMD compute partition): what a framework counts."""
+
+    index: Optional[int] = None  #: the KFD node / ROCr agent order among all GPU devices
+    pci_bus_id: Optional[str] = None  #: as the driver numbers it: partition N of 0000:0a:00.0 is 0000:0a:00.N
+    compute_units: Optional[int] = None
+    render_minor: Optional[int] = None  #: /dev/dri/renderD<minor>
+    memory_bytes: Optional[int] = None  #: the partition's share of the card's memory
+
+
 @dataclass(frozen=True)
 class GPU:
     """One GPU. Found from PCI even without a driver; enriched by NVML, nvidia-smi, KFD, rocm-smi."""
@@ -189,6 +207,9 @@ class GPU:
     memory_bus_width_bits: Optional[int] = None
     numa_node: Optional[int] = None
     sources: Tuple[str, ...] = ()  #: where the facts came from: "pci", "table", "nvml", "nvidia-smi", ...
+    compute_partition: Optional[str] = None  #: AMD compute partition mode, one of COMPUTE_PARTITIONS
+    memory_partition: Optional[str] = None  #: AMD memory partition mode, one of MEMORY_PARTITIONS
+    partitions: Tuple[GPUPartition, ...] = ()  #: the logical devices of a partitioned GPU (none when whole)
 
 
 @dataclass(frozen=True)
@@ -274,6 +295,11 @@ class HostProfile:
     @property
     def amd_gpus(self) -> Tuple[GPU, ...]:
         return tuple(g for g in self.gpus if g.vendor == "amd")
+
+    @property
+    def visible_gpu_count(self) -> int:
+        """Devices a framework enumerates: each partition of a partitioned GPU counts as one."""
+        return sum(len(g.partitions) or 1 for g in self.gpus if not g.integrated)
 
     @property
     def total_vram_bytes(self) -> Optional[int]:

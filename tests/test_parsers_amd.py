@@ -9,7 +9,12 @@ import pytest
 from conftest import PUBLIC
 from dlsetup.model import GPU
 from dlsetup.parsers.amd import (
+    KFD_BANK_BYTES,
     gfx_from_version,
+    kfd_bank_bytes,
+    kfd_physical_gpus,
+    parse_amd_smi_json,
+    parse_kfd_node,
     parse_kfd_properties,
     parse_rocm_smi_json,
     parse_rocm_smi_text,
@@ -27,8 +32,23 @@ def _read(name: str) -> str:
     return (AMD / name).read_text()
 
 
+def _kfd_tree(path) -> list[tuple[int, dict]]:
+    nodes = path / "nodes" if (path / "nodes").is_dir() else path
+    found = []
+    for node in nodes.iterdir():
+        props = parse_kfd_node((node / "properties").read_text())
+        banks = sorted((node / "mem_banks").glob("*/properties"))
+        props[KFD_BANK_BYTES] = kfd_bank_bytes(b.read_text() for b in banks)
+        found.append((int(node.name), props))
+    return found
+
+
 def _gpus(path) -> tuple[dict, ...]:
+    if path.is_dir():
+        return tuple(kfd_physical_gpus(_kfd_tree(path)))
     text = path.read_text()
+    if path.name.startswith("amd-smi"):
+        return parse_amd_smi_json(text).gpus
     if path.name.startswith("kfd-"):
         gpu = parse_kfd_properties(text)
         return (gpu,) if gpu else ()
@@ -47,7 +67,8 @@ def test_every_capture_parses_into_gpu_fields(path):
     assert gpus
     for gpu in gpus:
         assert set(gpu) <= GPU_FIELDS
-        assert gpu["vendor"] == "amd" and gpu["pci_device_id"] in {"738c", "66a1", "73df", "74a1", "740f"}
+        assert gpu["vendor"] == "amd"
+        assert gpu["pci_device_id"] in {"738c", "66a1", "73df", "74a1", "740f", "740c", "6860", "74a2", "73bf", "73a3"}
         assert len(gpu["sources"]) == 1
 
 
@@ -168,4 +189,91 @@ def test_garbage_never_raises(text):
 
 def test_odd_values_are_dropped():
     text = '{"card1": {"GPU ID": "zz", "PCI Bus": "bogus", "VRAM Total Memory (B)": "N/A", "pcie clock level": "?"}}'
-    assert parse_rocm_smi_json(text).gpus == ({"vendor": "amd", "index": 1, "pci_vendor_id": "1002", "sources": ("rocm-smi",)},)
+    # the only card, whatever its DRM card number, is device 0
+    expected = {"vendor": "amd", "index": 0, "pci_vendor_id": "1002", "sources": ("rocm-smi",)}
+    assert parse_rocm_smi_json(text).gpus == (expected,)
+
+
+# -- variants seen in the wild (each failed before its fix) ----------------------------------------
+
+
+def test_kfd_node_of_an_older_kernel_without_gfx_target_version_is_a_gpu():
+    gpu = parse_kfd_properties(_read("kfd-topology-node-properties_mi25-vega10_old-kernel-no-gfx-target.txt"))
+    assert gpu == {
+        "vendor": "amd", "pci_bus_id": "0000:19:00.0", "pci_vendor_id": "1002", "pci_device_id": "6860",
+        "memory_bytes": 17163091968, "uuid": "GPU-c34ec50444dd0a6c", "sources": ("kfd",),
+    }
+    # and a CPU node of the same kind of file stays no GPU
+    assert parse_kfd_properties(_read("kfd-topology-node-properties_cpu-node_epyc-96c.txt")) == {}
+
+
+def test_mi308x_cpx_topology_is_eight_cards_of_four_partitions():
+    gpus = kfd_physical_gpus(_kfd_tree(AMD / "kfd-topology_8x-mi308x-cpx"))
+    assert len(gpus) == 8
+    assert [g["pci_bus_id"] for g in gpus] == [
+        "0000:0a:00.0", "0000:80:00.0", "0000:a4:00.0", "0000:c8:00.0",
+        "0001:0b:00.0", "0001:81:00.0", "0001:a5:00.0", "0001:c9:00.0",
+    ]
+    assert {(g["pci_device_id"], g["gfx_target"], g["compute_partition"], len(g["partitions"])) for g in gpus} == {
+        ("74a2", "gfx942", "CPX", 4)
+    }
+    assert len({g["uuid"] for g in gpus}) == 8
+    first = gpus[0]["partitions"]
+    assert [p["pci_bus_id"] for p in first] == ["0000:0a:00.0", "0000:0a:00.1", "0000:0a:00.2", "0000:0a:00.3"]
+    assert [p["render_minor"] for p in first] == [128, 129, 130, 131]
+    assert {p["compute_units"] for g in gpus for p in g["partitions"]} == {20}
+    # each partition's frame-buffer bank holds a quarter of the card's 192 GiB (16 MiB reserved on one)
+    assert {p["memory_bytes"] for g in gpus for p in g["partitions"]} == {48 << 30, (48 << 30) - (16 << 20)}
+    assert {g["memory_bytes"] for g in gpus} <= {192 << 30, (192 << 30) - (16 << 20)}
+    # partitions keep the framework's device order across cards
+    assert [p["index"] for g in gpus for p in g["partitions"]] == list(range(32))
+
+
+def test_mi300x_cpx_partition_node_reads_as_one_card():
+    # one node alone cannot show a split: no mode is claimed
+    node = parse_kfd_node(_read("kfd-topology-node-properties_mi300x-cpx-partition_gfx942.txt"))
+    gpu = kfd_physical_gpus([(2, node)])
+    assert gpu[0]["pci_bus_id"] == "0000:05:00.0" and "compute_partition" not in gpu[0]
+    # a single whole GPU with one XCC is not "partitioned"
+    whole = kfd_physical_gpus([(2, parse_kfd_node(_read("kfd-topology-node-properties_mi210_gfx90a.txt")))])
+    assert "partitions" not in whole[0] and "compute_partition" not in whole[0]
+
+
+def test_rocm_smi_mi250_740c():
+    report = parse_rocm_smi_json(_read("rocm-smi-a-json_mi250-740c_rocm5.json"))
+    assert report.driver_version == "6.2.4"
+    (gpu,) = report.gpus
+    assert (gpu["index"], gpu["pci_device_id"], gpu["pci_bus_id"], gpu["power_limit_w"]) == (
+        0, "740c", "0000:2f:00.0", 560.0)
+
+
+def test_amd_smi_static_json_mi210():
+    report = parse_amd_smi_json(_read("amd-smi-static-json_mi210_gfx90a.json"))
+    assert report.driver_version == "6.14.0-24-generic"  # in-tree amdgpu: the kernel release
+    (gpu,) = report.gpus
+    assert gpu == {
+        "vendor": "amd", "index": 0, "pci_vendor_id": "1002", "pci_device_id": "740f", "name": "AMD Instinct MI210",
+        "gfx_target": "gfx90a", "memory_bytes": 65520 << 20, "power_limit_w": 300.0, "pcie_gen_max": 4,
+        "pcie_width_max": 16, "numa_node": 1, "sources": ("amd-smi",),
+    }
+    # the same output behind amd-smi's permission warnings, and the ROCm 6.0-6.3 list layout
+    text = _read("amd-smi-static-json_mi210_gfx90a.json")
+    assert parse_amd_smi_json("Permission denied: /dev/kfd\n" + text).gpus == report.gpus
+    import json
+
+    listed = json.dumps(json.loads(text)["gpu_data"])
+    assert parse_amd_smi_json(listed).gpus == report.gpus
+
+
+def test_rocm_smi_partition_modes():
+    concise = parse_rocm_smi_text(_read("rocm-smi_concise_4x-mi300x.txt")).gpus
+    assert {(g["memory_partition"], g["compute_partition"]) for g in concise} == {("NPS1", "SPX")}
+    showall = parse_rocm_smi_text(_read("rocm-smi_showall_4x-mi300x.txt")).gpus
+    assert {g["compute_partition"] for g in showall} == {"SPX"}
+
+
+def test_rocm_smi_concise_table_of_rocm_6_1_with_node_and_ids_columns():
+    gpus = parse_rocm_smi_text(_read("rocm-smi_concise-node-ids_rx6800-rx6950_rocm6.1.txt")).gpus
+    rows = [(g["index"], g["pci_device_id"], g["power_limit_w"]) for g in gpus]
+    assert rows == [(0, "73bf", 150.0), (1, "73a3", 213.0)]
+    assert all("compute_partition" not in g for g in gpus)  # "N/A, N/A, 0": not partitioned

@@ -181,3 +181,34 @@ def test_dmidecode_live_matches_meminfo() -> None:
     total = parse_meminfo(Path("/proc/meminfo").read_text())["MemTotal"]
     assert sum(d["size_bytes"] for d in devices) >= total
     assert summary["dimm_speed_mts"] is None or 100 <= summary["dimm_speed_mts"] <= 20000
+
+
+# -- Arm hosts (real outputs; each failed before its fix) ------------------------------------------
+
+
+def test_arm_big_little_lscpu_counts_every_cluster():
+    """Four "Model name" blocks (one per core type), core ids restarting per cluster in ``lscpu -p``."""
+    text = (PUBLIC / "cpu" / "lscpu_arm-biglittle_A510-A710-A715-X3_plus-parsable.txt").read_text()
+    info = parse_lscpu(text)
+    assert info["physical_cores"] == 8 and info["logical_cpus"] == 8
+    assert info["model"] == "Cortex-A510 + Cortex-A710 + Cortex-A715 + Cortex-X3"
+    assert (info["hybrid"], info["clusters"], info["sockets"]) == (True, 4, 1)
+    assert info["max_mhz"] == 3187.2  # the fastest core type (X3), not the first block's A510
+    assert info["vendor"] == "ARM"
+
+
+@pytest.mark.parametrize(
+    "name, cores, clusters",
+    [("lscpu_nvidia-tegra-carmel-6c_socket3-clusters.txt", 6, 3), ("lscpu_cortex-a57-4c_socket2-clusters.txt", 4, 2)],
+)
+def test_soc_arm_sockets_are_clusters(name, cores, clusters):
+    """Old lscpu calls the clusters of a Jetson / Cortex-A SoC "Socket(s)": one package, several clusters."""
+    info = parse_lscpu((PUBLIC / "cpu" / name).read_text())
+    counts = (info["sockets"], info["clusters"], info["physical_cores"], info["logical_cpus"])
+    assert counts == (1, clusters, cores, cores)
+
+
+def test_arm_server_sockets_stay_sockets():
+    info = parse_lscpu((PUBLIC / "cpu" / "lscpu_2x-kunpeng-920-48c_4numa.txt").read_text())
+    assert (info["sockets"], info["physical_cores"], info["numa_nodes"], info["model"]) == (2, 96, 4, "Kunpeng-920")
+    assert "clusters" not in info and "hybrid" not in info

@@ -49,6 +49,8 @@ def _parse_file(path: Path) -> SmiReport:
         "csv": parse_smi_query_csv,
         "smi-q": parse_smi_q_text,
         "smi-table": parse_smi_table,
+        "smi-vgpu-table": parse_smi_table,
+        "vgpu-guest-smi-q": parse_smi_q_text,
     }
     return parsers[prefix](text)
 
@@ -447,3 +449,41 @@ def test_xml_current_pcie_link_is_read_from_current(name: str, widths: tuple, ge
     gpu = _public(name).gpus[0]
     assert (gpu["pcie_width_max"], gpu["pcie_width_current"]) == widths
     assert (gpu["pcie_gen_max"], gpu["pcie_gen_current"]) == gens
+# -- variants seen in the wild (each failed before its fix) ----------------------------------------
+
+
+def test_driver_610_power_limits_under_gpu_ceiling_power_limit() -> None:
+    """Driver 610 moved Current/Default Power Limit under "GPU Power Readings > GPU Ceiling Power Limit"."""
+    for prefix in ("idle", "load"):
+        section = _capture("capture_rtx2080super_windows_drv610.62.txt")[f"{prefix} :: query (-q)"]
+        gpu = parse_smi_q_text(section).gpus[0]
+        assert (gpu["power_limit_w"], gpu["power_default_w"]) == (250.0, 250.0)
+    # the older flat layout still reads the same keys
+    l40s = parse_smi_q_text(_capture("capture_l40s_drv595.80.txt")[Q_SECTION]).gpus[0]
+    assert (l40s["power_limit_w"], l40s["power_default_w"]) == (350.0, 350.0)
+
+
+def test_vgpu_host_table_without_cuda_version_or_persistence_column() -> None:
+    report = _public("smi-vgpu-table_host_rtx-unlocked_drv525.147.01.txt")
+    assert (report.driver_version, report.cuda_version) == ("525.147.01", None)
+    assert [(g["index"], g["pci_bus_id"]) for g in report.gpus] == [(0, "0000:01:00.0")]
+    assert "name" not in report.gpus[0]  # "NVIDIA GeForce RTX 408..." is cut short: unknown
+    assert "persistence_mode" not in report.gpus[0]
+
+
+def test_vgpu_guest_placeholder_vbios_is_unknown() -> None:
+    gpu = _public("vgpu-guest-smi-q_rtxa6000-24q_drv535.183.06.txt").gpus[0]
+    assert "vbios" not in gpu
+    assert (gpu["name"], gpu["pci_device_id"], gpu["memory_bytes"]) == ("NVIDIA RTXA6000-24Q", "2230", 24576 * MIB)
+    assert {"power_limit_w", "power_default_w"}.isdisjoint(gpu)
+    # a real VBIOS version is still kept
+    assert _public("smi-q_gtx680_drv470.256.02.txt").gpus[0]["vbios"].startswith("80.04.")
+
+
+@pytest.mark.parametrize("name", ["xml_rtx3080_drv595_v13.xml", "xml_tesla-t4_drv515_v11.xml"])
+def test_xml_mig_devices_none_on_gpu_without_mig_is_unknown(name: str) -> None:
+    """<mig_devices>None</mig_devices> with MIG N/A: unknown, as the -q text parser says, not 0."""
+    gpu = _public(name).gpus[0]
+    assert "mig_enabled" not in gpu and "mig_devices" not in gpu
+    # and where MIG is on, the devices are still counted
+    assert _public("xml_a100-sxm4-80gb_mig_drv535_v12.xml").gpus[0]["mig_devices"] == 4

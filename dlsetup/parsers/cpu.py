@@ -155,7 +155,33 @@ def _size(value: str) -> tuple[int, bool] | None:
     return int(number * _UNIT[match["unit"]]), total
 
 
-def _pairs(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+#: lscpu keys that belong to one core type: util-linux 2.36+ prints them once per "Model name" block on a
+#: heterogeneous (big.LITTLE / DynamIQ) ARM system.
+_BLOCK_KEYS = frozenset({"Model name", "Model", "Thread(s) per core", "Core(s) per socket", "Core(s) per cluster",
+                         "Socket(s)", "Cluster(s)", "Stepping", "CPU max MHz", "CPU min MHz", "BogoMIPS", "Flags"})
+
+
+class _Collector:
+    """Collects ``key: value`` pairs: the first value of each key, and one dict per "Model name" block."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[str, str] = {}
+        self.blocks: list[dict[str, str]] = []
+
+    def add(self, key: str, value: str) -> None:
+        if key == "Model name":
+            self.blocks.append({})
+        if key in _BLOCK_KEYS and self.blocks:
+            self.blocks[-1].setdefault(key, value)
+        self.pairs.setdefault(key, value)
+
+    def extend(self, key: str, more: str) -> None:
+        self.pairs[key] += more
+        if key in _BLOCK_KEYS and self.blocks and key in self.blocks[-1]:
+            self.blocks[-1][key] += more
+
+
+def _pairs(text: str) -> tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]]]:
     """``key: value`` pairs of lscpu's human output and the rows of an appended ``lscpu -p`` table.
 
     Keys are normalised so the tree layout of util-linux 2.38+ ("Caches (sum of all):" then "L3:")
@@ -164,7 +190,7 @@ def _pairs(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     tables (``-p`` then ``-p --physical``) only the first is read: each numbers the cores its own way.
     Its rows are dicts keyed by the ``# CPU,Core,Socket,...`` header.
     """
-    pairs: dict[str, str] = {}
+    found = _Collector()
     header: list[str] | None = None
     rows: list[dict[str, str]] = []
     last: str | None = None
@@ -181,11 +207,11 @@ def _pairs(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
         key, sep, value = line.partition(":")
         if sep and key.strip():
             last = _key(key)
-            pairs[last] = value.strip()
+            found.add(last, value.strip())
             column = len(line) - len(value.lstrip())
-        elif last is not None and line.strip() and line[:column].strip() == "":
-            pairs[last] += line[column:].rstrip()
-    return pairs, rows
+        elif last is not None and line.strip() and line[:column].strip() == "" and last in found.pairs:
+            found.extend(last, line[column:].rstrip())
+    return found.pairs, rows, found.blocks
 
 
 def _key(raw: str) -> str:
@@ -202,25 +228,65 @@ def _plausible_max(max_mhz: float | None, floor: float | None) -> float | None:
     return max_mhz
 
 
-def _from_pairs(pairs: dict[str, str], rows: list[dict[str, str]]) -> dict[str, Any]:
+def _embedded_arm(pairs: dict[str, str]) -> bool:
+    """A system-on-chip Arm part, never more than one package per system: an Arm Ltd. Cortex-A core
+    (Jetson Orin, phones, boards) or an NVIDIA Tegra core (Carmel, Denver: Jetson Xavier, TX2). Server
+    parts (Neoverse in Grace and Ampere, Kunpeng, ThunderX) do come in several sockets."""
+    vendor, model = pairs.get("Vendor ID"), pairs.get("Model name") or ""
+    return (vendor == "ARM" and model.startswith("Cortex-A")) or (vendor or "").lower() == "nvidia"
+
+
+def _block_cores(block: dict[str, str], embedded: bool) -> tuple[int | None, int | None]:
+    """(cores, clusters) of one lscpu core-type block.
+
+    Newer lscpu prints "Cluster(s)" and "Core(s) per cluster" for Arm; older releases call the clusters
+    of a Cortex-A part "Socket(s)" (a Jetson AGX Orin: "Core(s) per socket: 4", "Socket(s): 3").
+    """
+    per = _int(block.get("Core(s) per cluster")) or _int(block.get("Core(s) per socket"))
+    clusters = _int(block.get("Cluster(s)"))
+    sockets = _int(block.get("Socket(s)"))
+    if clusters is None and embedded and sockets:
+        clusters = sockets
+    count = clusters or sockets
+    return (per * count if per and count else None), clusters
+
+
+def _from_pairs(pairs: dict[str, str], rows: list[dict[str, str]],
+                blocks: list[dict[str, str]] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    model = _model(pairs.get("Model name"))
+    blocks = blocks or []
+    models = list(dict.fromkeys(m for m in (_model(b.get("Model name")) for b in blocks) if m))
+    model = " + ".join(models) if len(models) > 1 else _model(pairs.get("Model name"))
     if model:
         out["model"] = model
     if pairs.get("Vendor ID"):
         out["vendor"] = pairs["Vendor ID"]
+    embedded = _embedded_arm(pairs)
     logical = _int(pairs.get("CPU(s)"))
     sockets = _int(pairs.get("Socket(s)"))
     per_socket = _int(pairs.get("Core(s) per socket"))
     threads = _int(pairs.get("Thread(s) per core"))
     numa = _int(pairs.get("NUMA node(s)"))
+    if embedded and sockets:
+        sockets = 1  # the "sockets" of a Cortex-A part are its clusters
     for key, value in (("logical_cpus", logical), ("sockets", sockets), ("numa_nodes", numa)):
         if value is not None and value > 0:
             out[key] = value
 
+    # older lscpu prints the core counts before "Model name": a single block reads the whole output
+    counted = [_block_cores(b, embedded) for b in blocks] if len(blocks) > 1 else [_block_cores(pairs, embedded)]
     cores_seen = {(r["Socket"], r["Core"]) for r in rows if r.get("Socket") and r.get("Core")}
-    if cores_seen:
-        cores: int | None = len(cores_seen)
+    cores: int | None
+    if len(blocks) > 1:
+        # one block per core type: core ids restart in each cluster, so -p rows undercount
+        cores = sum(c for c, _ in counted) if all(c for c, _ in counted) else None
+        out["clusters"] = sum(k or 1 for _, k in counted)
+        if len(models) > 1:
+            out["hybrid"] = True
+    elif counted and counted[0][1]:
+        cores, out["clusters"] = counted[0]
+    elif cores_seen:
+        cores = len(cores_seen)
     elif sockets and per_socket:
         cores = sockets * per_socket
     else:
@@ -245,6 +311,9 @@ def _from_pairs(pairs: dict[str, str], rows: list[dict[str, str]]) -> dict[str, 
         out["base_mhz"] = base
     floor = base if base is not None else _float(pairs.get("CPU min MHz"))
     max_mhz = _plausible_max(_float(pairs.get("CPU max MHz")), floor)
+    if len(blocks) > 1:  # the fastest core type's clock
+        clocks = [_plausible_max(_float(b.get("CPU max MHz")), _float(b.get("CPU min MHz"))) for b in blocks]
+        max_mhz = max((c for c in clocks if c is not None), default=None)
     if max_mhz is not None:
         out["max_mhz"] = max_mhz
     if pairs.get("Hypervisor vendor"):
@@ -265,7 +334,7 @@ def parse_lscpu(text: str) -> dict[str, Any]:
     return _from_pairs(*_pairs(text))
 
 
-def _json_fields(entries: Any, into: dict[str, str]) -> None:
+def _json_fields(entries: Any, into: _Collector) -> None:
     if not isinstance(entries, list):
         return
     for entry in entries:
@@ -273,7 +342,7 @@ def _json_fields(entries: Any, into: dict[str, str]) -> None:
             continue
         field, data = entry.get("field"), entry.get("data")
         if isinstance(field, str) and isinstance(data, (str, int, float)):
-            into[_key(field.rstrip(":"))] = str(data)
+            into.add(_key(field.rstrip(":")), str(data))
         _json_fields(entry.get("children"), into)
 
 
@@ -283,10 +352,10 @@ def parse_lscpu_json(text: str) -> dict[str, Any]:
         document = json.loads(text)
     except ValueError:
         return {}
-    pairs: dict[str, str] = {}
+    found = _Collector()
     if isinstance(document, dict):
-        _json_fields(document.get("lscpu"), pairs)
-    return _from_pairs(pairs, [])
+        _json_fields(document.get("lscpu"), found)
+    return _from_pairs(found.pairs, [], found.blocks)
 
 
 def merge_cpu(*sources: dict[str, Any]) -> dict[str, Any]:

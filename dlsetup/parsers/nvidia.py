@@ -131,6 +131,12 @@ def _name(value: Optional[str]) -> Optional[str]:
     return None if text is None or text == "Graphics Device" or text.endswith("...") else text
 
 
+def _vbios(value: Optional[str]) -> Optional[str]:
+    """The VBIOS version; a vGPU guest's placeholder "00.00.00.00.00" is no version."""
+    text = _known(value)
+    return None if text is None or set(text) <= {"0", "."} else text
+
+
 def normalize_bus_id(value: Optional[str]) -> Optional[str]:
     """``"00000000:00:06.0"`` or ``"00:06.0"`` -> ``"0000:00:06.0"`` (lower case)."""
     match = _BUS_ID.fullmatch((_known(value) or "").lower())
@@ -190,6 +196,7 @@ def _xml_gpu(index: int, gpu: Element) -> dict:
     if power is None:
         power = Element("power_readings")
     mig_devices = gpu.find("mig_devices")
+    mig_enabled = _bool(gpu.findtext("mig_mode/current_mig"))
     link = "pci/pci_gpu_link_info/"
     return _gpu(
         "nvidia-smi",
@@ -202,18 +209,20 @@ def _xml_gpu(index: int, gpu: Element) -> dict:
         memory_bytes=_bytes(gpu.findtext("fb_memory_usage/total")),
         uuid=_known(gpu.findtext("uuid")),
         serial=_known(gpu.findtext("serial")),
-        vbios=_known(gpu.findtext("vbios_version")),
+        vbios=_vbios(gpu.findtext("vbios_version")),
         pcie_gen_max=_int(gpu.findtext(link + "pcie_gen/max_link_gen")),
         pcie_gen_current=_int(gpu.findtext(link + "pcie_gen/current_link_gen")),
         pcie_width_max=_int(gpu.findtext(link + "link_widths/max_link_width")),
         pcie_width_current=_int(gpu.findtext(link + "link_widths/current_link_width")),
         power_limit_w=_watts(
-            _first_text(power, "current_power_limit", "enforced_power_limit", "power_limit")
+            _first_text(power, "current_power_limit", "enforced_power_limit", "power_limit",
+                        "*/current_power_limit")
         ),
-        power_default_w=_watts(power.findtext("default_power_limit")),
+        power_default_w=_watts(_first_text(power, "default_power_limit", "*/default_power_limit")),
         ecc_enabled=_bool(gpu.findtext("ecc_mode/current_ecc")),
-        mig_enabled=_bool(gpu.findtext("mig_mode/current_mig")),
-        mig_devices=None if mig_devices is None else len(mig_devices.findall("mig_device")),
+        mig_enabled=mig_enabled,
+        # "<mig_devices>None</mig_devices>" on a GPU without MIG is unknown, as in the -q text
+        mig_devices=None if mig_devices is None or mig_enabled is None else len(mig_devices.findall("mig_device")),
         persistence_mode=_bool(gpu.findtext("persistence_mode")),
     )
 
@@ -243,7 +252,7 @@ _CSV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "uuid": ("uuid", lambda v, u: _known(v)),
     "gpu_uuid": ("uuid", lambda v, u: _known(v)),
     "serial": ("serial", lambda v, u: _known(v)),
-    "vbios_version": ("vbios", lambda v, u: _known(v)),
+    "vbios_version": ("vbios", lambda v, u: _vbios(v)),
     "pci.bus_id": ("pci_bus_id", lambda v, u: normalize_bus_id(v)),
     "gpu_bus_id": ("pci_bus_id", lambda v, u: normalize_bus_id(v)),
     "pci.device_id": ("pci_ids", lambda v, u: _pci_ids(v)),
@@ -265,7 +274,8 @@ _CSV_FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
 def _csv_column(header: str) -> tuple[str, str]:
     """``"memory.total [MiB]"`` -> ``("memory.total", "mib")``."""
     match = re.fullmatch(r"\s*([^\[]*?)\s*(?:\[([^\]]*)\])?\s*", header)
-    assert match  # the pattern matches any string
+    if not match:  # a "[" without its "]": no unit
+        return header.strip().lower(), ""
     return match.group(1).lower(), (match.group(2) or "").lower()
 
 
@@ -347,6 +357,8 @@ def _q_tree(text: str) -> _Node:
 
 def _q_gpu(index: int, gpu: _Node) -> dict:
     power = gpu.find("GPU Power Readings") or gpu.find("Power Readings") or _Node("")
+    # driver 610 moved the limits one level down, under "GPU Ceiling Power Limit"
+    ceiling = power.find("GPU Ceiling Power Limit") or _Node("")
     mig_enabled = _bool(gpu.get("MIG Mode", "Current"))
     return _gpu(
         "nvidia-smi",
@@ -359,13 +371,16 @@ def _q_gpu(index: int, gpu: _Node) -> dict:
         memory_bytes=_bytes(gpu.get("FB Memory Usage", "Total")),
         uuid=_known(gpu.get("GPU UUID")),
         serial=_known(gpu.get("Serial Number")),
-        vbios=_known(gpu.get("VBIOS Version")),
+        vbios=_vbios(gpu.get("VBIOS Version")),
         pcie_gen_max=_int(gpu.get("PCI", "GPU Link Info", "PCIe Generation", "Max")),
         pcie_gen_current=_int(gpu.get("PCI", "GPU Link Info", "PCIe Generation", "Current")),
         pcie_width_max=_int(gpu.get("PCI", "GPU Link Info", "Link Width", "Max")),
         pcie_width_current=_int(gpu.get("PCI", "GPU Link Info", "Link Width", "Current")),
-        power_limit_w=_watts(power.first("Current Power Limit", "Enforced Power Limit", "Power Limit")),
-        power_default_w=_watts(power.get("Default Power Limit")),
+        power_limit_w=_watts(
+            power.first("Current Power Limit", "Enforced Power Limit", "Power Limit")
+            or ceiling.first("Current Power Limit", "Enforced Power Limit")
+        ),
+        power_default_w=_watts(power.first("Default Power Limit") or ceiling.first("Default Power Limit")),
         ecc_enabled=_bool(gpu.get("ECC Mode", "Current")),
         mig_enabled=mig_enabled,
         mig_devices=None if mig_enabled is None else sum(c.key.lower() == "mig device" for c in gpu.children),
@@ -390,12 +405,15 @@ def parse_smi_q_text(text: str) -> SmiReport:
 
 # -- nvidia-smi (default table) -------------------------------------------------------------------
 
+#: The header; a vGPU host's table (``nvidia-smi vgpu``) prints no CUDA version.
 _TABLE_HEADER = re.compile(
-    r"NVIDIA-SMI\s+\S+\s+(?:Driver|KMD) Version:\s+(\S+)\s+CUDA (?:UMD )?Version:\s+(\S+)"
+    r"NVIDIA-SMI\s+\S+\s+(?:Driver|KMD) Version:\s+(\S+)(?:\s+CUDA (?:UMD )?Version:\s+(\S+))?"
 )
 _TABLE_GPU = re.compile(
     r"\|\s+(\d+)\s+(.+?)\s+(On|Off|WDDM|TCC|MCDM|N/A)\s*\|\s*([0-9A-Fa-f]+:[0-9A-Fa-f:.]+)\s+\S+\s*\|"
 )
+#: A GPU row of the vGPU host table: index and name, then only the bus id (no Persistence-M, no Disp.A).
+_VGPU_HOST_GPU = re.compile(r"\|\s+(\d+)\s+(.+?)\s*\|\s*([0-9A-Fa-f]+:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*\|")
 
 
 def parse_smi_table(text: str) -> SmiReport:
@@ -406,6 +424,10 @@ def parse_smi_table(text: str) -> SmiReport:
     for number, line in enumerate(lines):
         match = _TABLE_GPU.match(line)
         if not match:
+            host = _VGPU_HOST_GPU.match(line)
+            if host:
+                gpus.append(_gpu("nvidia-smi", index=int(host.group(1)), name=_name(host.group(2)),
+                                 pci_bus_id=normalize_bus_id(host.group(3))))
             continue
         below = " ".join(lines[number + 1 : number + 3])
         power = re.search(r"(\S+)\s*/\s*(\d+)W\s*\|", below)
@@ -425,7 +447,7 @@ def parse_smi_table(text: str) -> SmiReport:
         )
     return SmiReport(
         driver_version=_version(header.group(1)) if header else None,
-        cuda_version=_version(header.group(2)) if header else None,
+        cuda_version=_version(header.group(2)) if header and header.group(2) else None,
         gpus=tuple(gpus),
     )
 
@@ -566,7 +588,7 @@ def _nvml_gpu(index: int, device: Mapping[str, Any]) -> dict:
         compute_capability=f"{major}.{minor}" if major is not None else None,
         uuid=_nvml_str(device, "uuid"),
         serial=_nvml_str(device, "serial"),
-        vbios=_nvml_str(device, "vbios"),
+        vbios=_vbios(_nvml_str(device, "vbios")),
         pcie_gen_max=_nvml_int(device, "pcie_gen_max"),
         pcie_width_max=_nvml_int(device, "pcie_width_max"),
         pcie_gen_current=_nvml_int(device, "pcie_gen_current"),

@@ -13,7 +13,7 @@ import re
 import shutil
 from typing import Dict, List, Optional, Tuple
 
-from dlsetup.model import GPU, AmdState, GPULink, NvidiaState
+from dlsetup.model import GPU, AmdState, GPULink, GPUPartition, NvidiaState
 from dlsetup.parsers import amd as amd_parsers
 from dlsetup.parsers import nvidia as nv
 from dlsetup.parsers import pci as pci_parsers
@@ -38,6 +38,7 @@ COMMANDS = {
     "nvidia-smi-q-x": ["nvidia-smi", "-q", "-x"],
     "nvidia-smi-topo-m": ["nvidia-smi", "topo", "-m"],
     "nvcc-version": ["nvcc", "--version"],
+    "amd-smi-static-json": ["amd-smi", "static", "--json"],
     "rocm-smi-json": ["rocm-smi", "--showallinfo", "--json"],
 }
 
@@ -212,19 +213,44 @@ def _nvcc_version(host: Host) -> Optional[str]:
 
 
 def amd_layers(host: Host, pci_gpus: List[dict]) -> List[dict]:
-    """Per-GPU AMD facts from the KFD topology (and rocm-smi in bundles or when KFD says nothing)."""
-    layers = []
+    """Per-GPU AMD facts: the KFD topology (partitions grouped back into their card), then amd-smi, the
+    tool of ROCm 6/7, or the deprecated rocm-smi when amd-smi gives nothing (in bundles, or when KFD
+    says nothing)."""
+    nodes = []
     for node in host.listdir(KFD_NODES):
-        props = amd_parsers.parse_kfd_properties(host.read(f"{KFD_NODES}/{node}/properties") or "")
-        if props:
-            layers.append(dict(props, sources=("kfd",)))
+        number = int_or_none(node)
+        if number is not None:
+            props = amd_parsers.parse_kfd_node(host.read(f"{KFD_NODES}/{node}/properties") or "")
+            banks = f"{KFD_NODES}/{node}/mem_banks"
+            props[amd_parsers.KFD_BANK_BYTES] = amd_parsers.kfd_bank_bytes(
+                host.read(f"{banks}/{bank}/properties") or "" for bank in host.listdir(banks)
+            )
+            nodes.append((number, props))
+    layers = [dict(gpu, sources=("kfd",)) for gpu in amd_parsers.kfd_physical_gpus(nodes)]
     has_amd = any(g["vendor"] == "amd" for g in pci_gpus)
-    if not host.is_live or (has_amd and not layers):
-        text = host.run("rocm-smi-json", COMMANDS["rocm-smi-json"])
+    if not host.is_live or has_amd:
+        smi: List[dict] = []
+        text = host.run("amd-smi-static-json", COMMANDS["amd-smi-static-json"])
         if text:
-            report = amd_parsers.parse_rocm_smi_json(text)
-            layers.extend(dict(g, sources=("rocm-smi",)) for g in report.gpus)
+            smi = list(amd_parsers.parse_amd_smi_json(text).gpus)
+        if not smi and (not host.is_live or not layers):
+            text = host.run("rocm-smi-json", COMMANDS["rocm-smi-json"])
+            if text:
+                smi = list(amd_parsers.parse_rocm_smi_json(text).gpus)
+        # a partition's invented bus id (0000:0a:00.1 of card 0000:0a:00.0) is no GPU of its own
+        cards = {layer.get("pci_bus_id") for layer in layers}
+        invented = {p.get("pci_bus_id") for layer in layers for p in layer.get("partitions", ())} - cards
+        smi = [g for g in smi if g.get("pci_bus_id") not in invented or g.get("pci_bus_id") is None]
+        if layers and len(smi) > len(layers):
+            # a tool that numbers partitions as GPUs cannot be matched to the cards: keep only card-wide facts
+            smi = [{k: v for k, v in g.items() if k in _CARD_WIDE} for g in smi if g.get("pci_bus_id")]
+        layers.extend(smi)
     return layers
+
+
+#: Facts of an amd-smi / rocm-smi entry that hold for the whole card even when the tool lists partitions.
+_CARD_WIDE = {"vendor", "pci_bus_id", "pci_vendor_id", "pci_device_id", "name", "vbios", "serial",
+              "compute_partition", "memory_partition", "sources"}
 
 
 def read_amd_state(host: Host) -> AmdState:
@@ -257,12 +283,13 @@ def read_gpus(host: Host, enrich: bool = True) -> Tuple[Tuple[GPU, ...], Tuple[G
     by_bus: Dict[str, List[dict]] = {}
     order: List[str] = []
 
+    unplaced: List[dict] = []
+
     def add(layer: dict) -> None:
         bus = layer.get("pci_bus_id")
         if not bus:
-            bus = _match_by_device(layer, by_bus)
-            if not bus:
-                return
+            unplaced.append(layer)  # placed once every GPU with a bus id is known
+            return
         if bus not in by_bus:
             by_bus[bus] = []
             order.append(bus)
@@ -275,6 +302,12 @@ def read_gpus(host: Host, enrich: bool = True) -> Tuple[Tuple[GPU, ...], Tuple[G
         add(layer)
     for layer in pci_gpus:  # sysfs is the least detailed but always there: it goes last
         add(layer)
+    for layer in unplaced:  # a driver layer without a bus id ranks just above the PCI scan
+        bus = _match_by_device(layer, by_bus)
+        if bus:
+            layers = by_bus[bus]
+            at = next((i for i, x in enumerate(layers) if x.get("sources") == ("pci",)), len(layers))
+            layers.insert(at, layer)
 
     pci_ids = PciIds(host) if enrich else None
     gpus = []
@@ -284,7 +317,7 @@ def read_gpus(host: Host, enrich: bool = True) -> Tuple[Tuple[GPU, ...], Tuple[G
             merged = merge_layers([merged, table_layer(merged, pci_ids)])
         merged.setdefault("vendor", "unknown")
         merged["pci_bus_id"] = bus
-        gpus.append(GPU(**fields_of(GPU, merged)))
+        gpus.append(_model_gpu(merged))
     gpus = _number(gpus)
     nvidia_state = read_nvidia_state(host, reports, snapshot)
     return tuple(gpus), read_links(host, tuple(gpus)), nvidia_state, read_amd_state(host)
@@ -298,15 +331,33 @@ def enrich_gpus(gpus: Tuple[GPU, ...], host: Optional[Host] = None) -> Tuple[GPU
         current = dataclasses.asdict(gpu)
         layer = table_layer(current, pci_ids)
         merged = merge_layers([current, layer])
-        out.append(GPU(**fields_of(GPU, merged)))
+        out.append(_model_gpu(merged))
     return tuple(out)
 
 
+def _model_gpu(merged: dict) -> GPU:
+    """The model GPU of merged facts (partitions given as dicts become :class:`GPUPartition`)."""
+    facts = fields_of(GPU, merged)
+    facts["partitions"] = tuple(
+        p if isinstance(p, GPUPartition) else GPUPartition(**fields_of(GPUPartition, p))
+        for p in facts.get("partitions") or () if isinstance(p, (dict, GPUPartition))
+    )
+    return GPU(**facts)
+
+
 def _match_by_device(layer: dict, by_bus: Dict[str, List[dict]]) -> Optional[str]:
-    """A layer without a bus id (e.g. old rocm-smi) belongs to the only GPU with its device id."""
+    """A layer without a bus id (old rocm-smi, amd-smi without ``bus.bdf``) belongs to the only GPU with
+    its device id, or, among several, to the one at its device index in PCI order (the order amd-smi and
+    rocm-smi number them)."""
     device = layer.get("pci_device_id")
-    hits = [b for b, ls in by_bus.items() if device and any(x.get("pci_device_id") == device for x in ls)]
-    return hits[0] if len(hits) == 1 else None
+    hits = sorted(b for b, ls in by_bus.items() if device and any(x.get("pci_device_id") == device for x in ls))
+    if len(hits) == 1:
+        return hits[0]
+    index = layer.get("index")
+    same = [b for b, ls in by_bus.items() if any(x.get("vendor") == layer.get("vendor") for x in ls)]
+    if isinstance(index, int) and hits and len(same) == len(hits) and 0 <= index < len(hits):
+        return hits[index]  # every GPU of this vendor is this model: the index is the PCI order
+    return None
 
 
 def _number(gpus: List[GPU]) -> List[GPU]:
