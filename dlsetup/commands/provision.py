@@ -101,9 +101,11 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
                                  become=become)
         result = run_playbooks(playbooks, targets.sources, hosts=list(plans),
                                host_vars=_host_vars(plans, roots, targets.connection_vars(), become, reboot),
-                               options=run_options, reboot_task=REBOOT_TASK, console=Console(stderr=True))
+                               options=run_options, reboot_task=REBOOT_TASK, console=Console(stderr=True),
+                               documents={"plans.json": {name: plan.to_dict() for name, plan in plans.items()}})
         if result.error:
-            raise DlsetupError(f"ansible-playbook could not run: {result.error}", EXIT_FAILED)
+            raise DlsetupError(f"ansible-playbook could not run: {result.error} (run record: {result.record})",
+                               EXIT_FAILED)
     result = _with_failures(result, failures, targets.hosts)
     if not targets.local and not check:
         save_retry(retry_file(list(targets.sources), cache_dir()), result.hosts)
@@ -214,7 +216,8 @@ def _with_failures(result: RunResult, failures: Sequence[ProbeFailure], order: S
         hosts[failure.host] = HostResult(failure.host, failed=int(not unreachable), unreachable=int(unreachable),
                                          failure=TaskFailure(PROBE_TASK, failure.message, unreachable))
     ranked = {name: index for index, name in enumerate(order)}
-    return RunResult(tuple(sorted(hosts.values(), key=lambda h: ranked.get(h.host, len(ranked)))), result.rc)
+    return RunResult(tuple(sorted(hosts.values(), key=lambda h: ranked.get(h.host, len(ranked)))), result.rc,
+                     record=result.record)
 
 
 def _raise_for(result: RunResult) -> None:

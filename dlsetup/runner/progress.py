@@ -8,6 +8,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from dlsetup.runner.results import HostResult, RunResult, Tally
 
@@ -42,9 +43,10 @@ class Progress:
 _STYLE: Mapping[str, str] = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
 
 
-def summary(result: RunResult) -> RenderableType:
-    """The final per-host table: counters, reboot required, and the failing task with its message."""
-    table = Table(title="provision summary", title_justify="left", header_style="bold")
+def summary(result: RunResult, title: str = "provision summary") -> RenderableType:
+    """The final per-host table: counters, reboot required, and the failing task with its message and
+    the failing tool's last error lines; when a host failed, where the run record (the full log) is."""
+    table = Table(title=title, title_justify="left", header_style="bold")
     for column in ("host", "status", "ok", "changed", "failed", "unreachable", "skipped", "reboot"):
         table.add_column(column, justify="left" if column in ("host", "status") else "right")
     for host in result.hosts:
@@ -57,7 +59,13 @@ def summary(result: RunResult) -> RenderableType:
     grid.add_row(table)
     for host in failures:
         assert host.failure is not None
-        grid.add_row(f"[red]{escape(host.host)}[/]: {escape(host.failure.task)}: {escape(host.failure.message)}")
+        failure = host.failure
+        grid.add_row(f"[red]{escape(host.host)}[/]: {escape(failure.task)}: {escape(failure.message)}")
+        if failure.detail and not (len(failure.detail) == 1 and failure.detail[0] in failure.message):
+            for line in failure.detail:
+                grid.add_row(Text(f"    {line}", style="dim"))
+    if result.record is not None:
+        grid.add_row(f"full log and run record: {escape(str(result.record))}")
     return grid
 
 
