@@ -91,7 +91,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
         click.confirm(f"Provision {len(plans)} host(s) as planned?", abort=True, err=True)
 
     from dlsetup.runner import RunOptions, RunResult, run_playbooks
-    from dlsetup.runner.progress import summary
+    from dlsetup.runner.progress import print_summary
 
     result = RunResult((), 0)
     if plans:
@@ -109,7 +109,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
     result = _with_failures(result, failures, targets.hosts)
     if not targets.local and not check:
         save_retry(retry_file(list(targets.sources), cache_dir()), result.hosts)
-    Console(stderr=True).print(summary(result))
+    print_summary(result, Console(stderr=True))
     if as_json:
         for host in result.hosts:
             plan = plans.get(host.host)

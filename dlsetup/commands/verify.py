@@ -77,7 +77,7 @@ def _verify_inventory(inventory: Path, limit: str | None, venv: Path | None, qui
     from rich.markup import escape
 
     from dlsetup.inventory import load_inventory
-    from dlsetup.runner.progress import summary
+    from dlsetup.runner.progress import print_summary
     from dlsetup.verify.fleet import raise_for, verify_fleet
 
     if data_dir is not None:
@@ -90,5 +90,5 @@ def _verify_inventory(inventory: Path, limit: str | None, venv: Path | None, qui
         for host, document in found.documents.items():
             if "checks" in document:
                 Console().print(_table(document, f"verify: {escape(host)}"))
-    Console(stderr=True).print(summary(found.run, title="verify summary"))
+    print_summary(found.run, Console(stderr=True), title="verify summary")
     raise_for(found.run)

@@ -191,7 +191,8 @@ def _run(private: Path, playbooks: Sequence[Path], inventory: Sequence[str],
     main = project / "main.yml"
     main.write_text(yaml.safe_dump([{"ansible.builtin.import_playbook": str(p)} for p in playbooks]),
                     encoding="utf-8")
-    sources = list(inventory)
+    # ansible-runner runs in the record's folder: a relative inventory path is the user's, from here
+    sources = [str(Path(source).absolute()) if os.path.exists(source) else source for source in inventory]
     if host_vars:
         sources.append(str(_write_inventory(private, host_vars)))
     verbose = verbosity()

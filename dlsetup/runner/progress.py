@@ -64,9 +64,15 @@ def summary(result: RunResult, title: str = "provision summary") -> RenderableTy
         if failure.detail and not (len(failure.detail) == 1 and failure.detail[0] in failure.message):
             for line in failure.detail:
                 grid.add_row(Text(f"    {line}", style="dim"))
-    if result.record is not None:
-        grid.add_row(f"full log and run record: {escape(str(result.record))}")
     return grid
+
+
+def print_summary(result: RunResult, console: Console, title: str = "provision summary") -> None:
+    """Print :func:`summary`, then, when a host failed or the run did not, where the run record is (the
+    full log), on one line whatever the terminal's width, so that it can be copied."""
+    console.print(summary(result, title))
+    if result.record is not None and (result.error or any(h.failure is not None for h in result.hosts)):
+        console.print(f"full log and run record: {result.record}", soft_wrap=True, markup=False, highlight=False)
 
 
 def _reboot(host: HostResult) -> str:
