@@ -62,12 +62,14 @@ def rotate(keep: int, directory: Optional[Path] = None) -> List[Path]:
     return old
 
 
-def command_name(default: str) -> str:
-    """The dlsetup command running (click's), else ``default``: a short name safe in a folder name."""
+def command_name(playbook: str) -> str:
+    """The dlsetup command running (click's) and the ``playbook`` it runs, unless it is named alike
+    (``provision-probe``, ``provision-site``, ``verify``): a short name safe in a folder name."""
     import click
 
     ctx = click.get_current_context(silent=True)
-    name = (ctx.info_name if ctx is not None else None) or default
+    command = ctx.info_name if ctx is not None and ctx.info_name else ""
+    name = playbook if not command or command == playbook else f"{command}-{playbook}"
     return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")[:40] or "run"
 
 
