@@ -110,7 +110,8 @@ def test_run_keeps_its_record(state: Path, tmp_path: Path, monkeypatch: pytest.M
     assert list((artifacts / "job_events").glob("*.json"))
     assert "tok-3141" not in (artifacts / "command").read_text()
     assert "DLSETUP_TEST_TOKEN" in json.loads((artifacts / "command").read_text())["env"]  # names only
-    for path in [record / records.SUMMARY, record / "plans.json", *(record / "env" / "vars").iterdir()]:
+    for path in [record / records.SUMMARY, record / "plans.json", record / "dlsetup-hosts.yml",
+                 *(record / "env" / "vars").iterdir()]:
         assert path.stat().st_mode & 0o777 == 0o600, path
     # a failure prints where the record is, on one line
     console = Console(record=True, width=40, file=io.StringIO())

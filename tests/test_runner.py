@@ -30,6 +30,12 @@ PLAY = [{
 LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
 
 
+@pytest.fixture(autouse=True)
+def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run records go to the test's own folder, not the user's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -140,7 +140,9 @@ def _write_inventory(directory: Path, host_vars: Mapping[str, Mapping[str, Any]]
     """An inventory source that gives each host its own variables (e.g. its plan)."""
     path = directory / "dlsetup-hosts.yml"
     hosts = {name: dict(variables) for name, variables in host_vars.items()}
-    path.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False), encoding="utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # kept in the run record
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False))
     return path
 
 
