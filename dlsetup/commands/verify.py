@@ -90,5 +90,5 @@ def _verify_inventory(inventory: Path, limit: str | None, venv: Path | None, qui
         for host, document in found.documents.items():
             if "checks" in document:
                 Console().print(_table(document, f"verify: {escape(host)}"))
-    print_summary(found.run, Console(stderr=True), title="verify summary")
+    print_summary(found.run, Console(stderr=True), title="verify summary", reboot=False)
     raise_for(found.run)
