@@ -37,15 +37,35 @@ class LazyGroup(click.Group):
             return None
         module, _, attr = target.partition(":")
         try:
-            return getattr(importlib.import_module(module), attr)
+            command = getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as exc:
             if exc.name == module:  # the command is not part of this build
                 return None
             raise
+        return with_verbose(command)
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:  # a command's own -v adds to none given before it, never lowers one
+        from dlsetup.logs import setup, verbosity
+
+        setup(max(value, verbosity()))
+
+
+def with_verbose(command: click.Command) -> click.Command:
+    """``command`` with ``-v``/``-vv`` (once: the command objects are shared)."""
+    if not any(param.name == "verbose" for param in command.params):
+        command.params.append(click.Option(
+            ["-v", "--verbose"], count=True, expose_value=False, is_eager=True, callback=_verbose,
+            help="Say more on stderr: -v what dlsetup does and Ansible's output of failed tasks "
+                 "(ansible-playbook -v), -vv all of Ansible's output (-vv)."))
+    return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dlsetup")
+@click.option("-v", "--verbose", count=True, expose_value=False, is_eager=True, callback=_verbose,
+              help="Say more on stderr (-v, -vv); also accepted after the command's name.")
 def cli():
     """Turn a bare Linux box, or a fleet, into a verified deep-learning workstation."""
 

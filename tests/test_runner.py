@@ -30,6 +30,12 @@ PLAY = [{
 LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
 
 
+@pytest.fixture(autouse=True)
+def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run records go to the test's own folder, not the user's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -79,7 +85,8 @@ def test_unreachable_host(events: List[Dict[str, Any]]) -> None:
     assert gone.status == "unreachable" and gone.unreachable == 1 and gone.ok == 0
     assert gone.failure is not None and gone.failure.unreachable and gone.failure.task == "unchanged"
     assert "Connection refused" in gone.failure.message
-    assert gone.to_dict()["failure"] == {"task": "unchanged", "message": gone.failure.message}
+    assert gone.to_dict()["failure"] == {"task": "unchanged", "message": gone.failure.message,
+                                         "detail": list(gone.failure.detail)}
 
 
 def test_run_playbooks_captures_results_and_reboot_marker(playbook: Path, tmp_path: Path) -> None:
@@ -181,7 +188,12 @@ def test_summary_names_the_failing_task_and_its_message(events: List[Dict[str, A
     text = _rendered(summary(result))
     assert "here: fails: non-zero return code: E: the real reason" in text
     assert f"gone: unchanged: {gone.failure.message}"[:60] in text.replace("\n", " ")
-    assert here.to_dict()["failure"] == {"task": "fails", "message": "non-zero return code: E: the real reason"}
+    assert here.to_dict()["failure"] == {"task": "fails", "message": "non-zero return code: E: the real reason",
+                                         "detail": ["first", "E: the real reason"]}
+    # the tool's own last lines follow the one-line reason
+    lines = [line.rstrip() for line in text.splitlines()]
+    at = lines.index("here: fails: non-zero return code: E: the real reason")
+    assert lines[at + 1:at + 3] == ["    first", "    E: the real reason"]
     # a host that did not fail adds no line
     clean = RunResult((HostResult("ok-host", ok=3),), 0)
     assert "ok-host:" not in _rendered(summary(clean)) and "ok-host" in _rendered(summary(clean))

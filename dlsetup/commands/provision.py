@@ -91,7 +91,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
         click.confirm(f"Provision {len(plans)} host(s) as planned?", abort=True, err=True)
 
     from dlsetup.runner import RunOptions, RunResult, run_playbooks
-    from dlsetup.runner.progress import summary
+    from dlsetup.runner.progress import print_summary
 
     result = RunResult((), 0)
     if plans:
@@ -101,13 +101,15 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
                                  become=become)
         result = run_playbooks(playbooks, targets.sources, hosts=list(plans),
                                host_vars=_host_vars(plans, roots, targets.connection_vars(), become, reboot),
-                               options=run_options, reboot_task=REBOOT_TASK, console=Console(stderr=True))
+                               options=run_options, reboot_task=REBOOT_TASK, console=Console(stderr=True),
+                               documents={"plans.json": {name: plan.to_dict() for name, plan in plans.items()}})
         if result.error:
-            raise DlsetupError(f"ansible-playbook could not run: {result.error}", EXIT_FAILED)
+            raise DlsetupError(f"ansible-playbook could not run: {result.error} (run record: {result.record})",
+                               EXIT_FAILED)
     result = _with_failures(result, failures, targets.hosts)
     if not targets.local and not check:
         save_retry(retry_file(list(targets.sources), cache_dir()), result.hosts)
-    Console(stderr=True).print(summary(result))
+    print_summary(result, Console(stderr=True))
     if as_json:
         for host in result.hosts:
             plan = plans.get(host.host)
@@ -214,7 +216,8 @@ def _with_failures(result: RunResult, failures: Sequence[ProbeFailure], order: S
         hosts[failure.host] = HostResult(failure.host, failed=int(not unreachable), unreachable=int(unreachable),
                                          failure=TaskFailure(PROBE_TASK, failure.message, unreachable))
     ranked = {name: index for index, name in enumerate(order)}
-    return RunResult(tuple(sorted(hosts.values(), key=lambda h: ranked.get(h.host, len(ranked)))), result.rc)
+    return RunResult(tuple(sorted(hosts.values(), key=lambda h: ranked.get(h.host, len(ranked)))), result.rc,
+                     record=result.record)
 
 
 def _raise_for(result: RunResult) -> None:

@@ -1,6 +1,7 @@
 """The only package that talks to Ansible: every playbook and inventory call goes through here.
 
-Runs go through ansible-runner with a throw-away private data dir, tuned settings (pipelining, a fork
+Runs go through ansible-runner with a private data dir kept as the run's record
+(:mod:`dlsetup.runner.records`), tuned settings (pipelining, a fork
 per host, SSH ControlPersist, smart gathering of only the facts the roles read with a JSON fact cache,
 host key checking on; mitogen's strategy with ``DLSETUP_MITOGEN=1``) and an event
 handler that aggregates ansible-runner's structured events into typed results
@@ -10,13 +11,14 @@ handler that aggregates ansible-runner's structured events into typed results
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shlex
 import sys
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from rich.console import Console
@@ -26,6 +28,8 @@ from dlsetup.runner.results import HostResult, RunResult, Tally, TaskFailure
 
 __all__ = ["HostResult", "RunOptions", "RunResult", "TaskFailure", "ansible_dir", "cache_dir", "extra_vars_files",
            "list_inventory", "run_playbooks"]
+
+_log = logging.getLogger("dlsetup.runner")
 
 #: seconds cached facts stay valid (long enough for a check run followed by the real one)
 FACT_CACHE_SECONDS = 600
@@ -136,14 +140,17 @@ def _write_inventory(directory: Path, host_vars: Mapping[str, Mapping[str, Any]]
     """An inventory source that gives each host its own variables (e.g. its plan)."""
     path = directory / "dlsetup-hosts.yml"
     hosts = {name: dict(variables) for name, variables in host_vars.items()}
-    path.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False), encoding="utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # kept in the run record
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False))
     return path
 
 
 def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
                   host_vars: Optional[Mapping[str, Mapping[str, Any]]] = None,
                   hosts: Collection[str] = (), options: RunOptions = RunOptions(), capture: Collection[str] = (),
-                  reboot_task: Optional[str] = None, console: Optional[Console] = None) -> RunResult:
+                  reboot_task: Optional[str] = None, console: Optional[Console] = None,
+                  documents: Optional[Mapping[str, Any]] = None, command: Optional[str] = None) -> RunResult:
     """Run ``playbooks`` in order as one ansible-playbook run over the ``inventory`` sources.
 
     ``host_vars`` become inventory host variables of a source added last (so they override the
@@ -151,36 +158,81 @@ def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
     still override them). ``hosts`` are the hosts the run targets (default: those of ``host_vars``); the
     settings are tuned for them (see :func:`_environment`). Results of the tasks named in ``capture`` are kept per host; the task named
     ``reboot_task`` (a ``stat`` of the reboot marker) gives ``reboot_required``. Live progress is
-    shown on ``console`` when it is a terminal. Host failures are in the result, never raised."""
-    import ansible_runner
+    shown on ``console`` when it is a terminal. Host failures are in the result, never raised.
+
+    The run keeps its record (:mod:`dlsetup.runner.records`), named after ``command`` (default: the
+    dlsetup command running): ``documents`` (file name -> JSON document, e.g. the plans), ansible-runner's
+    artifacts and ``summary.json``; :attr:`RunResult.record` is its folder."""
+    from dlsetup.runner import records
 
     console = console or Console(stderr=True)
     tally = Tally(capture=set(capture) | ({reboot_task} if reboot_task else set()))
-    with tempfile.TemporaryDirectory(prefix="dlsetup-run-") as tmp:
-        private = Path(tmp)
-        project = private / "project"
-        project.mkdir()
-        main = project / "main.yml"
-        main.write_text(yaml.safe_dump([{"ansible.builtin.import_playbook": str(p)} for p in playbooks]),
-                        encoding="utf-8")
-        sources = list(inventory)
-        if host_vars:
-            sources.append(str(_write_inventory(private, host_vars)))
-        kwargs: Dict[str, Any] = dict(
-            private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(hosts or list(host_vars or {}), inventory),
-            cmdline=shlex.join(options.cmdline() + extra_vars_files(options.extra_vars, private / "env" / "vars")),
-            event_handler=tally.handle, quiet=True,
-            # anything but "jsonfile" leaves the fact cache to the environment's settings
-            fact_cache_type="environment",
-        )
-        if console.is_terminal:
-            from dlsetup.runner.progress import Progress
+    private = records.new_record(command or records.command_name(Path(playbooks[0]).stem if playbooks else "run"))
+    _log.info("run record: %s", private)
+    for name, document in (documents or {}).items():
+        records.write_json(private / name, document)
+    try:
+        rc = _run(private, playbooks, inventory, host_vars, hosts, options, tally, console)
+    finally:
+        records.scrub_artifacts(private)
+    result = replace(tally.result(rc, reboot_task), record=private)
+    records.write_json(private / records.SUMMARY, result.to_dict())
+    return result
 
-            with Progress(tally, console):
-                run = ansible_runner.run(**kwargs)
-        else:
+
+def _run(private: Path, playbooks: Sequence[Path], inventory: Sequence[str],
+         host_vars: Optional[Mapping[str, Mapping[str, Any]]], hosts: Collection[str], options: RunOptions,
+         tally: Tally, console: Console) -> int:
+    """One ansible-runner run in the folder ``private``, its events into ``tally``: the exit status."""
+    import ansible_runner
+
+    from dlsetup.logs import verbosity
+
+    project = private / "project"
+    project.mkdir()
+    main = project / "main.yml"
+    main.write_text(yaml.safe_dump([{"ansible.builtin.import_playbook": str(p)} for p in playbooks]),
+                    encoding="utf-8")
+    # ansible-runner runs in the record's folder: a relative inventory path is the user's, from here
+    sources = [str(Path(source).absolute()) if os.path.exists(source) else source for source in inventory]
+    if host_vars:
+        sources.append(str(_write_inventory(private, host_vars)))
+    verbose = verbosity()
+    kwargs: Dict[str, Any] = dict(
+        private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(hosts or list(host_vars or {}), inventory),
+        cmdline=shlex.join(options.cmdline() + extra_vars_files(options.extra_vars, private / "env" / "vars")),
+        event_handler=_logged(tally.handle, verbose), quiet=True,
+        # anything but "jsonfile" leaves the fact cache to the environment's settings
+        fact_cache_type="environment",
+    )
+    if verbose:
+        kwargs["verbosity"] = verbose
+    if console.is_terminal:
+        from dlsetup.runner.progress import Progress
+
+        with Progress(tally, console):
             run = ansible_runner.run(**kwargs)
-    return tally.result(run.rc if run.rc is not None else 1, reboot_task)
+    else:
+        run = ansible_runner.run(**kwargs)
+    return run.rc if run.rc is not None else 1
+
+
+#: Ansible's colour codes, which its output may carry whatever ANSIBLE_NOCOLOR says
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _logged(handle: Callable[[Mapping[str, Any]], bool], verbose: int) -> Callable[[Mapping[str, Any]], bool]:
+    """``handle``, after logging Ansible's own output of the event: with ``-v`` that of failed and
+    unreachable tasks, with ``-vv`` all of it."""
+    if not verbose:
+        return handle
+
+    def logged(event: Mapping[str, Any]) -> bool:
+        text = _COLOUR.sub("", str(event.get("stdout") or "")).strip()
+        if text and (verbose >= 2 or event.get("event") in ("runner_on_failed", "runner_on_unreachable")):
+            _log.log(logging.DEBUG if verbose >= 2 else logging.INFO, "%s", text)
+        return handle(event)
+    return logged
 
 
 def list_inventory(sources: Sequence[str], limit: Optional[str] = None) -> Tuple[int, Dict[str, Any], str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
 #: the ``playbook_on_stats`` counters, as Ansible names them -> our names
@@ -33,8 +34,9 @@ class TaskFailure:
     """A task that failed on a host, or the host that could not be reached."""
 
     task: str
-    message: str
+    message: str  #: one line: the module's message and the tool's last error line
     unreachable: bool = False
+    detail: Tuple[str, ...] = ()  #: the failing tool's own last error lines (:func:`failure_detail`)
 
     @property
     def privileges(self) -> bool:
@@ -81,7 +83,8 @@ class HostResult:
             "rescued": self.rescued,
             "ignored": self.ignored,
             "reboot_required": self.reboot_required,
-            "failure": None if failure is None else {"task": failure.task, "message": failure.message},
+            "failure": None if failure is None else {"task": failure.task, "message": failure.message,
+                                                     "detail": list(failure.detail)},
         }
 
 
@@ -92,6 +95,12 @@ class RunResult:
     hosts: Tuple[HostResult, ...]
     rc: int  #: ansible-playbook's exit status
     error: Optional[str] = None  #: why ansible-playbook itself failed (not a host), in one line
+    record: Optional[Path] = None  #: the run record's folder (:mod:`dlsetup.runner.records`), when kept
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready: exit status, error, record folder and every host's summary."""
+        return {"rc": self.rc, "error": self.error, "record": None if self.record is None else str(self.record),
+                "hosts": [host.to_dict() for host in self.hosts]}
 
     def host(self, name: str) -> HostResult:
         return next(h for h in self.hosts if h.host == name)
@@ -111,22 +120,64 @@ class HostState:
     captured: Dict[str, Any] = field(default_factory=dict)
 
 
-def failure_message(res: Mapping[str, Any]) -> str:
-    """One line that says why a task failed: the module's message, with stderr's last line when useful."""
-    inner = res.get("failed_modules")  # fact gathering: the reason is in the module that failed
-    if isinstance(inner, dict) and inner:
-        return failure_message(next(iter(inner.values())))
+#: how many of the failing tool's last error lines a failure keeps, and how long each may be
+DETAIL_LINES = 5
+LINE_CHARS = 200
+
+
+def _lines(text: Any) -> list[str]:
+    """The non-empty lines of ``text`` (a string or a list of lines), stripped."""
+    if isinstance(text, (list, tuple)):
+        text = "\n".join(str(line) for line in text)
+    return [line.strip() for line in str(text or "").splitlines() if line.strip()]
+
+
+def _tool_output(res: Mapping[str, Any]) -> Tuple[str, list[str], list[str]]:
+    """(the module's own message, the failing tool's error lines, its stdout lines) of a task result.
+
+    The tool's errors are its stderr; the pip module folds stdout and stderr into its message
+    (``stdout: ...\n:stderr: ...``), which is split back here; a module that crashed left them in
+    ``module_stderr``."""
     msg = str(res.get("msg") or "").strip()
     for prefix in ("Task failed: ", "Module failed: "):
         msg = msg.removeprefix(prefix)
-    stderr = str(res.get("stderr") or "").strip()
+    stdout = _lines(res.get("stdout_lines") or res.get("stdout"))
+    stderr = _lines(res.get("stderr_lines") or res.get("stderr"))
+    if msg.startswith("stdout: ") or "\n:stderr: " in msg:  # ansible.builtin.pip
+        out, _, err = msg.partition("\n:stderr: ")
+        stdout = stdout or _lines(out.removeprefix("stdout: ") if out.startswith("stdout: ") else "")
+        stderr = stderr or _lines(err)
+        msg = ""
+    return msg, stderr, stdout
+
+
+def failure_detail(res: Mapping[str, Any]) -> Tuple[str, ...]:
+    """The failing tool's own last error lines (pip, apt, dpkg, mdadm...): at most :data:`DETAIL_LINES`
+    non-empty lines, each cut to :data:`LINE_CHARS`. From its stderr; else what a crashed module wrote;
+    else a message of several lines (its last lines); else the end of its stdout."""
+    inner = res.get("failed_modules")
+    if isinstance(inner, dict) and inner:
+        return failure_detail(next(iter(inner.values())))
+    msg, stderr, stdout = _tool_output(res)
+    lines = stderr or _lines(res.get("module_stderr")) or (_lines(msg) if len(_lines(msg)) > 1 else []) or stdout
+    return tuple(line[:LINE_CHARS] for line in lines[-DETAIL_LINES:])
+
+
+def failure_message(res: Mapping[str, Any]) -> str:
+    """One line that says why a task failed: the module's message, with the tool's last error line."""
+    inner = res.get("failed_modules")  # fact gathering: the reason is in the module that failed
+    if isinstance(inner, dict) and inner:
+        return failure_message(next(iter(inner.values())))
+    msg, stderr, stdout = _tool_output(res)
     crash = str(res.get("module_stderr") or "").strip()
     # a command's stderr ends with its reason; a module that crashed starts with it, unless it is a
     # Python traceback, which ends with it (the exception)
     crash_lines = crash.splitlines()
     if crash_lines and crash_lines[0].startswith("Traceback (most recent call last)"):
         crash_lines.reverse()
-    detail = stderr.splitlines()[-1].strip() if stderr else crash_lines[0].strip() if crash_lines else ""
+    detail = stderr[-1] if stderr else crash_lines[0].strip() if crash_lines else ""
+    if not msg and not detail and stdout:
+        detail = stdout[-1]
     if detail and detail not in msg:
         msg = f"{msg}: {detail}" if msg else detail
     lines = [line.strip() for line in msg.splitlines() if line.strip()]
@@ -167,11 +218,12 @@ class Tally:
         elif kind == "runner_on_failed" and host:
             state = self.state(host)
             state.failed += 1
-            state.failure = state.failure or TaskFailure(task, failure_message(res))
+            state.failure = state.failure or TaskFailure(task, failure_message(res), detail=failure_detail(res))
         elif kind == "runner_on_unreachable" and host:
             state = self.state(host)
             state.unreachable = True
-            state.failure = state.failure or TaskFailure(task, failure_message(res), unreachable=True)
+            state.failure = state.failure or TaskFailure(task, failure_message(res), unreachable=True,
+                                                         detail=failure_detail(res))
         elif kind == "playbook_on_stats":
             self.stats = {key: dict(data.get(key) or {}) for key in _STATS}
         elif kind in ("error", "verbose") and "ERROR" in str(event.get("stdout", "")):
