@@ -55,3 +55,10 @@ def torch_venv() -> Path:
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--find-links", str(WHEELS), str(wheel)],
                        check=True)
     return TORCH_VENV
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Run records (``$XDG_STATE_HOME/dlsetup/runs``) of the tests' runs go to a folder of the session, not the
+    user's own state directory (subprocesses inherit the variable)."""
+    os.environ.setdefault("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
