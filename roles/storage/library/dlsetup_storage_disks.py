@@ -13,8 +13,8 @@ import uuid as uuidlib
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.dlsetup_storage import (RECORD_PATH, add_to_record, disk_reasons, md_uuid, parse_blkid_export,
-                                                  parse_mountinfo, parse_proc_mounts, parse_record, parse_swaps,
-                                                  parse_wipefs_json, planned_uuid, verdict)
+                                                  parse_mountinfo, parse_record, parse_swaps, parse_wipefs_json,
+                                                  planned_uuid, tree_mounts, verdict)
 
 DOCUMENTATION = r"""
 module: dlsetup_storage_disks
@@ -118,14 +118,8 @@ class Disks:
             state = _read(f"/sys/block/{name}/md/array_state").strip()
             holders.append({"name": name, "active": state not in ("", "inactive", "clear"),
                             "degraded": _read(f"/sys/block/{name}/md/degraded").strip() not in ("", "0")})
-        numbers = _numbers(tree)
-        mounts = [{"point": point, "device": numbers[number]}
-                  for number, point, _ in parse_mountinfo(_read("/proc/self/mountinfo")) if number in numbers]
-        by_path = {f"/dev/{name}": name for name in tree}
-        for source, point in parse_proc_mounts(_read("/proc/self/mounts")):
-            name = by_path.get(os.path.realpath(source)) if source.startswith("/dev/") else None
-            if name and {"point": point, "device": name} not in mounts:
-                mounts.append({"point": point, "device": name})
+        mounts = tree_mounts(_numbers(tree), _read("/proc/self/mountinfo"), _read("/proc/self/mounts"),
+                             os.path.realpath)
         swaps = {os.path.basename(os.path.realpath(p)) for p in parse_swaps(_read("/proc/swaps"))}
         return {"disk": disk, "kernel": kernel, "device": device,
                 "signatures": parse_wipefs_json(self.run("wipefs", "--no-act", "--json", device)),
@@ -205,8 +199,9 @@ def main() -> None:
     if module.params["state"] == "wiped" and result["wipe"]:
         changed = True
         if not module.check_mode:
+            devices = {d["disk"]: d["device"] for report in result["disks"] for d in report}
             for disk in result["wipe"]:
-                _wipe(disks, os.path.basename(os.path.realpath(disk)))
+                _wipe(disks, os.path.basename(devices[disk]))
             after = [[disks.facts(d["disk"]) for d in report] for report in result["disks"]]
             left = [f"{f['disk']}: {', '.join(disk_reasons(f))}" for report in after for f in report
                     if f["disk"] in result["wipe"] and disk_reasons(f)]

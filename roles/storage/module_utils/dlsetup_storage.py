@@ -165,6 +165,21 @@ def parse_wipefs_json(text):
     return [s.get("type", "") for s in data.get("signatures", []) if isinstance(s, dict)]
 
 
+def tree_mounts(numbers, mountinfo_text, mounts_text, resolve=lambda path: path):
+    """The mounts of a disk's tree: ``numbers`` maps major:minor -> kernel name of the disk, its
+    partitions and holders. Found by device number in /proc/self/mountinfo and by source path in
+    /proc/mounts (``resolve``: realpath, e.g. /dev/md/backup -> /dev/md127), so a mount lsblk does not
+    show still counts. [{"point", "device"}], each once."""
+    found = [{"point": point, "device": numbers[number]}
+             for number, point, _ in parse_mountinfo(mountinfo_text) if number in numbers]
+    by_path = {f"/dev/{name}": name for name in numbers.values()}
+    for source, point in parse_proc_mounts(mounts_text):
+        name = by_path.get(resolve(source)) if source.startswith("/dev/") else None
+        if name and {"point": point, "device": name} not in found:
+            found.append({"point": point, "device": name})
+    return found
+
+
 def _unescape(value):
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), value)
 
