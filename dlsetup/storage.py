@@ -378,7 +378,7 @@ def destruction(profile: HostProfile, layout: StorageLayout) -> Destruction:
         where = list(dict.fromkeys([*(md_dev.mountpoints if md_dev else ()), *mounted.get(f"/dev/{name}", [])]))
         at = f", mounted at {', '.join(where)}" if where else ""
         ident = f"UUID {shared().mdadm_uuid(uuid)}" if uuid else "UUID unknown"
-        lines.append(f"md array {name} ({ident}, {owner}{at}): stopped, its member disks wiped")
+        lines.append(f"md array {name} ({ident}, {owner}{at}): stopped and erased")
         if uuid:
             uuids.append(uuid)
     return Destruction(tuple(disks), tuple(uuids), tuple(dict.fromkeys(mounts)), tuple(dict.fromkeys(lines)))

@@ -191,8 +191,8 @@ def test_destroy_data_lists_the_disks_the_array_and_its_mount_and_hands_them_to_
         f"{SAMSUNG[1]}: carries an md RAID signature",
         f"{SAMSUNG[1]}: is a member of md array md126 (not made by dlsetup)",
         f"{SAMSUNG[1]}: is mounted at /backup (md126)",
-        f"md array md126 (UUID {FOREIGN_UUID}, not made by dlsetup, mounted at /backup): stopped, "
-        "its member disks wiped",
+        f"md array md126 (UUID {FOREIGN_UUID}, not made by dlsetup, mounted at /backup): stopped "
+        "and erased",
     ]
     variables = plan["variables"]
     assert (variables["storage_destroy_data"], variables["storage_destroy_disks"]) == (True, list(SAMSUNG))

@@ -139,6 +139,10 @@ def _wipe(disks: Disks, name: str) -> None:
         disks.run("umount", point)
     for kernel in reversed(tree[1:]):
         if kernel.startswith("md"):
+            # erase the array's own signatures first: a new array of the same geometry over these disks
+            # would otherwise show the old filesystem again, which mkfs then keeps
+            if _read(f"/sys/block/{kernel}/md/array_state").strip() not in ("", "inactive", "clear"):
+                disks.run("wipefs", "--all", f"/dev/{kernel}")
             disks.run("mdadm", "--stop", f"/dev/{kernel}")
         elif kernel.startswith("dm-"):
             disks.run("dmsetup", "remove", "--retry", _read(f"/sys/class/block/{kernel}/dm/name").strip())
