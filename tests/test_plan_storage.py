@@ -215,3 +215,11 @@ def test_the_record_not_the_name_makes_an_array_dlsetups(foreign_array):
     assert elsewhere.returncode == 2
     assert f"{SAMSUNG[0]}: is mounted at /backup (md126)" in elsewhere.stderr
     assert "member of md array" not in elsewhere.stderr
+
+
+def test_the_array_uuid_comes_from_its_members_without_the_udev_link(foreign_array):
+    """No md-uuid link (udev without mdadm's rules): the UUID the members' RAID signatures carry."""
+    (foreign_array / "dev" / "disk" / "by-id" / f"md-uuid-{FOREIGN_UUID}").unlink()
+    result = _plan(foreign_array, "--storage", "/data:raid1:ext4:nvme0n1,nvme1n1", "--destroy-data", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["variables"]["storage_destroy_arrays"] == [FOREIGN_UUID.replace(":", "")]

@@ -67,6 +67,7 @@ def test_md_uuid_has_one_form_whatever_tool_wrote_it():
     forms = ["01234567:89abcdef:01234567:89abcdef", "01234567-89ab-cdef-0123-456789abcdef",
              "md-uuid-01234567:89ABCDEF:01234567:89abcdef", "0123456789abcdef0123456789abcdef"]
     assert {V.md_uuid(f) for f in forms} == {UUID}
+    assert {probe_storage.md_uuid(f) for f in forms[:2] + forms[3:]} == {UUID}  # the probe reads them alike
     assert [V.md_uuid(t) for t in ("", None, "data", "host:data", "0123", "0123456789abcdef0123456789abcdefff",
                                    "g123456789abcdef0123456789abcdef")] == [None] * 7
     assert V.mdadm_uuid(UUID) == "01234567:89abcdef:01234567:89abcdef"
