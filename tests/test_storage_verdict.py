@@ -168,6 +168,21 @@ def test_reusing_the_array_dlsetup_made_leaves_out_only_what_it_explains():
     assert V.array_state(extra, REQUEST, RECORD)["state"] == "absent"
 
 
+def test_a_partial_assembly_of_ours_is_assembled_not_refused():
+    """After a reboot the kernel may hold one member in an inactive md: stopped and assembled again."""
+    members = [_member(D1, "vdb", md="md127", point=None,
+                       holders=[{"name": "md127", "active": False, "degraded": False}]),
+               _facts(D2, "vdc", signatures=["linux_raid_member"], raid_uuids=[UUID])]
+    result = V.verdict([members], [REQUEST], RECORD, False, {})
+    assert result["arrays"][0] == {"state": "inactive", "uuid": V.mdadm_uuid(UUID), "device": None,
+                                   "stale": ["md127"], "why": "ours"}
+    assert (result["refusals"], result["blocked"]) == ([], None)
+    # not recorded: the same disks are refused
+    assert V.verdict([members], [REQUEST], {}, False, {})["refusals"] == [
+        f"{D1}: carries an md RAID signature, is in use by md127 (an md array not made by dlsetup)",
+        f"{D2}: carries an md RAID signature"]
+
+
 def test_a_degraded_array_of_ours_is_not_reused():
     members = [_member(D1, "vdb", holders=[{"name": "md127", "active": True, "degraded": True}]),
                _member(D2, "vdc", holders=[{"name": "md127", "active": True, "degraded": True}])]

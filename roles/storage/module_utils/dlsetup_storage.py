@@ -187,9 +187,9 @@ def _unescape(value):
 def disk_reasons(facts, ours=None):
     """Why writing to this disk would destroy data, one phrase per finding, in a stable order.
 
-    ``ours``: {"device": "md127", "mountpoint": "/data"} when the members form an array dlsetup made; only
-    what that array explains (its RAID signature, it as holder, its mount at its own mount point) is then
-    left out: anything else on the disk still counts.
+    ``ours``: {"devices": ["md127"], "mountpoint": "/data"} when the members form an array dlsetup made
+    (its md device, or the stale partial assemblies of it); only what that array explains (its RAID
+    signature, it as holder, its mount at its own mount point) is then left out: anything else counts.
     """
     if facts.get("kernel") is None:
         return ["does not exist"]
@@ -203,12 +203,12 @@ def disk_reasons(facts, ours=None):
     if facts.get("partitions"):
         found.append(f"has partitions {', '.join(facts['partitions'])}")
     for holder in facts.get("holders", []):
-        if ours and holder["name"] == ours["device"]:
+        if ours and holder["name"] in ours["devices"]:
             continue
         owner = " (an md array not made by dlsetup)" if holder["name"].startswith("md") and not ours else ""
         found.append(f"is in use by {holder['name']}{owner}")
     for mount in facts.get("mounts", []):
-        if ours and (mount["device"], mount["point"]) == (ours["device"], ours["mountpoint"]):
+        if ours and mount["device"] in ours["devices"] and mount["point"] == ours["mountpoint"]:
             continue
         found.append(f"is mounted at {mount['point']} ({mount['device']})")
     if facts.get("swaps"):
@@ -262,10 +262,9 @@ def verdict(facts_by_array, requests, record, destroy_data, allowed):
     for facts_list, request in zip(facts_by_array, requests):
         state = array_state(facts_list, request, record)
         ours = None
-        if state["state"] == "active":
-            ours = {"device": state["device"][len("/dev/"):], "mountpoint": request.get("mountpoint")}
-        elif state["state"] == "inactive":
-            ours = {"device": None, "mountpoint": None}
+        if state["state"] != "absent":
+            devices = [state["device"][len("/dev/"):]] if state["device"] else state["stale"]
+            ours = {"devices": devices, "mountpoint": request.get("mountpoint")}
         arrays.append(state)
         report = []
         for facts in facts_list:
@@ -282,7 +281,7 @@ def verdict(facts_by_array, requests, record, destroy_data, allowed):
             for uuid in sorted(set(facts.get("raid_uuids", [])) - allowed_arrays):
                 outside.append(f"{facts['disk']} (md array {mdadm_uuid(uuid)} is not in the plan)")
             for mount in facts.get("mounts", []):
-                if mount["point"] not in allowed_mounts and not (ours and mount["device"] == ours["device"]):
+                if mount["point"] not in allowed_mounts and not (ours and mount["device"] in ours["devices"]):
                     outside.append(f"{facts['disk']} (mount point {mount['point']} is not in the plan)")
         disks.append(report)
     blocked = None
