@@ -43,7 +43,8 @@ class Plan:
     variables: Mapping[str, Any]  #: exactly the extra vars handed to playbooks/site.yml
     reboot_required: bool
     notes: Tuple[str, ...]
-    #: "disk: what it holds" for each disk the storage layout wipes (--destroy-data); empty: none is wiped
+    #: "disk: what it holds" for each disk the storage layout wipes (--destroy-data), then one line per md
+    #: array it stops; empty: nothing is wiped. The role wipes nothing outside these (storage_destroy_*).
     destroys: Tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
