@@ -137,6 +137,7 @@ class MdArray:
     sync_progress_pct: Optional[float] = None
     bitmap: Optional[bool] = None
     metadata: Optional[str] = None  #: e.g. "external:imsm", "1.2"
+    uuid: Optional[str] = None  #: md array UUID, 32 lower-case hex digits (/dev/disk/by-id/md-uuid-*)
 
 
 @dataclass(frozen=True)
@@ -149,10 +150,24 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class RecordedArray:
+    """An md array dlsetup created, from its record on the host (/etc/dlsetup/storage.json)."""
+
+    uuid: str  #: md array UUID, 32 lower-case hex digits
+    name: Optional[str] = None
+    level: Optional[str] = None
+    members: Tuple[str, ...] = ()  #: /dev/disk/by-id paths, as the layout named them
+    mountpoint: Optional[str] = None
+    created: Optional[str] = None  #: ISO 8601 UTC
+
+
+@dataclass(frozen=True)
 class StorageInfo:
     devices: Tuple[BlockDevice, ...] = ()
     arrays: Tuple[MdArray, ...] = ()
     mounts: Tuple[Mount, ...] = ()  #: local, real filesystems only (no tmpfs, proc, overlay, squashfs)
+    #: the arrays dlsetup recorded creating: an array is dlsetup's iff its md UUID is here (never by md name)
+    recorded_arrays: Tuple[RecordedArray, ...] = ()
 
 
 #: AMD compute partition modes (XCDs per logical device: all, half, third, quarter, one) and memory

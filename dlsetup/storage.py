@@ -3,19 +3,30 @@
 Pure: works on the probe's :class:`~dlsetup.model.HostProfile`, does no I/O. :func:`propose_layout`
 turns a :class:`StorageRequest` into a :class:`StorageLayout` (disks named by ``/dev/disk/by-id``; with no
 disks named, the host's unused fast disks); :func:`refusals` says, per member disk, why writing to it
-would destroy data; :meth:`StorageLayout.variables` gives the ``storage`` role's variables. The role
-repeats the safety check on the target right before it writes, since disks change after a probe.
+would destroy data; :func:`destruction` lists what --destroy-data wipes (disks, md arrays, mount points),
+which the plan hands to the role; :meth:`StorageLayout.variables` gives the ``storage`` role's variables.
+The role repeats the safety check on the target right before it writes, since disks change after a
+probe, and wipes nothing the plan did not list.
+
+"An array dlsetup made" has one definition, shared with the role: its md UUID is in dlsetup's record
+(``StorageInfo.recorded_arrays``, read from the host's /etc/dlsetup/storage.json). The verdict functions
+live in ``roles/storage/module_utils/dlsetup_storage.py`` (pure, no I/O), which the role's disk module
+runs on the target and :func:`shared` loads here.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from dlsetup.errors import UsageError
-from dlsetup.model import BlockDevice, HostProfile
+from dlsetup.model import BlockDevice, HostProfile, MdArray
 
 #: RAID level -> fewest member disks. "single" is one disk without md.
 LEVELS: Mapping[str, int] = {"single": 1, "raid0": 2, "raid1": 2, "raid5": 3, "raid10": 4}
@@ -30,6 +41,24 @@ _SIGNATURES = {
     "swap": "is swap space",
     "linux_raid_member": "carries an md RAID signature",
 }
+
+
+_SHARED = Path("roles") / "storage" / "module_utils" / "dlsetup_storage.py"
+
+
+@functools.lru_cache(maxsize=None)
+def shared() -> ModuleType:
+    """The verdict module the storage role runs on the target (the source tree's, or the wheel's copy)."""
+    package = Path(__file__).resolve().parent
+    for base in (package.parent, package / "ansible"):
+        path = base / _SHARED
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("dlsetup_storage_verdict", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise UsageError(f"the storage role is missing from this installation ({package})")
 
 
 @dataclass(frozen=True)
@@ -67,12 +96,26 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class Destruction:
+    """What --destroy-data wipes: the role gets these lists and touches nothing outside them."""
+
+    disks: Tuple[str, ...] = ()  #: member disks by id
+    arrays: Tuple[str, ...] = ()  #: md array UUIDs (32 hex digits) stopped
+    mounts: Tuple[str, ...] = ()  #: mount points unmounted
+    lines: Tuple[str, ...] = ()  #: "what: why", one per disk reason and one per md array, for the plan
+
+    def variables(self) -> Dict[str, Any]:
+        return {"storage_destroy_disks": list(self.disks), "storage_destroy_arrays": list(self.arrays),
+                "storage_destroy_mounts": list(self.mounts)}
+
+
+@dataclass(frozen=True)
 class StorageLayout:
     arrays: Tuple[Array, ...] = ()
     destroy_data: bool = False
 
-    def variables(self) -> Dict[str, Any]:
-        """The ``storage`` role's variables for this layout."""
+    def variables(self, destroys: Destruction = Destruction()) -> Dict[str, Any]:
+        """The ``storage`` role's variables for this layout; ``destroys``: what the plan lets it wipe."""
         return {
             "storage_arrays": [
                 {"name": a.name, "level": a.level, "members": list(a.members), "filesystem": a.filesystem,
@@ -80,6 +123,7 @@ class StorageLayout:
                 for a in self.arrays
             ],
             "storage_destroy_data": self.destroy_data,
+            **(destroys if self.destroy_data else Destruction()).variables(),
         }
 
 
@@ -122,10 +166,18 @@ def storage_request(data: Mapping[str, Any]) -> StorageRequest:
 
 
 def _children(profile: HostProfile) -> Dict[str, List[BlockDevice]]:
+    """Kernel name -> the devices right above it: partitions, holders, and the md array of each member
+    (lsblk shows an md device under one member only; /proc/mdstat names them all)."""
     children: Dict[str, List[BlockDevice]] = {}
+    named = {d.name: d for d in profile.storage.devices}
     for dev in profile.storage.devices:
         if dev.parent:
             children.setdefault(dev.parent, []).append(dev)
+    for md in profile.storage.arrays:
+        holder = named.get(md.name) or BlockDevice(md.name, md.level or "raid", f"/dev/{md.name}")
+        for member in md.members:
+            if holder not in children.setdefault(member.device, []):
+                children[member.device].append(holder)
     return children
 
 
@@ -138,7 +190,13 @@ def _descendants(name: str, children: Mapping[str, List[BlockDevice]]) -> List[B
 
 def is_unused(dev: BlockDevice, profile: HostProfile) -> bool:
     """A whole disk with nothing on it: no partitions, signature, holder, mount or md membership."""
-    return dev.type == "disk" and not _reasons(dev, profile, _children(profile))
+    return dev.type == "disk" and not _reasons(dev, profile, _children(profile), {})
+
+
+def _record(profile: HostProfile) -> Dict[str, Dict[str, Any]]:
+    """dlsetup's record as the shared verdict functions take it: md UUID -> entry."""
+    return {r.uuid: {"name": r.name, "level": r.level, "members": list(r.members), "mountpoint": r.mountpoint,
+                     "created": r.created} for r in profile.storage.recorded_arrays}
 
 
 def _resolve(disk: str, profile: HostProfile) -> str:
@@ -200,8 +258,14 @@ def propose_layout(profile: HostProfile, request: StorageRequest) -> StorageLayo
     return StorageLayout(tuple(arrays), request.destroy_data)
 
 
-def _reasons(dev: BlockDevice, profile: HostProfile, children: Mapping[str, List[BlockDevice]]) -> List[str]:
-    """Why writing to ``dev`` would destroy data, one phrase per finding."""
+def _reasons(dev: BlockDevice, profile: HostProfile, children: Mapping[str, List[BlockDevice]],
+             owners: Mapping[str, str], ours: Optional[Tuple[str, str]] = None) -> List[str]:
+    """Why writing to ``dev`` would destroy data, one phrase per finding.
+
+    ``owners``: md kernel name -> what that array is to dlsetup (:func:`_owners`); ``ours``: (md kernel
+    name, mount point) of the array dlsetup made of exactly these members, whose own traces (RAID
+    signature, membership, its mount at its own mount point) are then no reason; anything else still is.
+    """
     reasons = []
     if dev.partition_table:
         reasons.append(f"has a {dev.partition_table} partition table")
@@ -209,44 +273,112 @@ def _reasons(dev: BlockDevice, profile: HostProfile, children: Mapping[str, List
     parts = [d.name for d in below if d.type == "part"]
     if parts:
         reasons.append(f"has partitions {', '.join(parts)}")
-    if dev.fstype:
+    if dev.fstype and not (ours and dev.fstype == "linux_raid_member"):
         reasons.append(_SIGNATURES.get(dev.fstype, f"holds a filesystem ({dev.fstype})"))
     arrays = {dev.md_member_of} | {a.name for a in profile.storage.arrays for m in a.members if m.device == dev.name}
     arrays |= {d.md_member_of for d in below} | {d.name for d in below if (d.type or "").startswith("raid")}
-    for md in sorted(a for a in arrays if a):
-        reasons.append(f"is a member of md array {md}")
+    arrays |= {a.name for a in profile.storage.arrays if a.name in {d.name for d in below}}
+    for md in sorted(a for a in arrays if a and not (ours and a == ours[0])):
+        reasons.append(f"is a member of md array {md} ({owners.get(md, 'not made by dlsetup')})")
     for holder in below:
         if holder.type in ("lvm", "crypt"):
             reasons.append(f"holds {holder.type} device {holder.name}")
+    mounted: Dict[str, List[str]] = {}
+    for m in profile.storage.mounts:  # df and /proc/mounts: mounts lsblk may not show
+        mounted.setdefault(m.device, []).append(m.mountpoint)
     for d in [dev, *below]:
-        for point in d.mountpoints:
+        points = list(d.mountpoints) + mounted.get(d.path or f"/dev/{d.name}", []) + mounted.get(d.by_id or "", [])
+        for point in dict.fromkeys(points):
+            if ours and (d.name, point) == ours:
+                continue
             reasons.append("is in use as swap" if point == "[SWAP]" else f"is mounted at {point} ({d.name})")
-    mounted = {m.device for m in profile.storage.mounts}
-    for d in [dev, *below]:
-        path = d.path or f"/dev/{d.name}"
-        if path in mounted and not d.mountpoints:
-            reasons.append(f"is mounted ({path})")
     return list(dict.fromkeys(reasons))
+
+
+def _array_uuid(md: MdArray, profile: HostProfile) -> Optional[str]:
+    if md.uuid:
+        return shared().md_uuid(md.uuid)
+    names = {m.device for m in md.members}
+    carried = {shared().md_uuid(d.uuid) for d in profile.storage.devices
+               if d.name in names and d.fstype == "linux_raid_member"}
+    return carried.pop() if len(carried) == 1 else None
+
+
+def _owners(profile: HostProfile, array: Array, names: set) -> Tuple[Dict[str, str], Optional[MdArray]]:
+    """What each md array is to dlsetup, for this requested array (shared ``ownership``), and the array
+    dlsetup made of exactly these members, if there is one and it matches the request."""
+    record = _record(profile)
+    owners, ours = {}, None
+    for md in profile.storage.arrays:
+        exact = {m.device for m in md.members} == names
+        members = array.members if exact else ()
+        owners[md.name] = shared().ownership(_array_uuid(md, profile), record, array.level, members, md.degraded)
+        if exact and owners[md.name] == "ours":
+            ours = md
+    return owners, ours
 
 
 def refusals(profile: HostProfile, layout: StorageLayout) -> List[Refusal]:
     """Every member disk that holds something, with each reason; empty when the layout is safe to write.
 
-    A set of members that is exactly one existing md array is not refused: it may be an array built by
-    dlsetup, which the role assembles after checking its name on the target.
+    The members of an array dlsetup made (its md UUID in dlsetup's record) with exactly the requested
+    level and members, not degraded, are checked for anything else than that array; every other array
+    over a member, whatever its md name, is a reason (see the shared ``ownership``).
     """
+    return [refusal for refusal, _ in _findings(profile, layout)]
+
+
+def _findings(profile: HostProfile, layout: StorageLayout) -> List[Tuple[Refusal, Optional[BlockDevice]]]:
     children = _children(profile)
     by_id = {d.by_id: d for d in profile.storage.devices if d.by_id}
-    found = []
+    found: List[Tuple[Refusal, Optional[BlockDevice]]] = []
     for array in layout.arrays:
         devices = [by_id.get(m) for m in array.members]
         names = {d.name for d in devices if d is not None}
-        reuse = {a.name for a in profile.storage.arrays if {m.device for m in a.members} == names}
+        owners, ours = _owners(profile, array, names)
+        mine = (ours.name, array.mountpoint) if ours is not None else None
         for member, dev in zip(array.members, devices):
             if dev is None:
-                found.append(Refusal(member, "is not a disk of this host"))
+                found.append((Refusal(member, "is not a disk of this host"), None))
                 continue
-            if reuse and dev.md_member_of in reuse | {None}:
-                continue
-            found += [Refusal(member, reason) for reason in _reasons(dev, profile, children)]
+            found += [(Refusal(member, reason), dev) for reason in _reasons(dev, profile, children, owners, mine)]
     return found
+
+
+def destruction(profile: HostProfile, layout: StorageLayout) -> Destruction:
+    """What --destroy-data wipes for ``layout``: each refused member disk, each md array over one of them
+    (not the array dlsetup made and reuses) and each mount point on them, with one plan line each."""
+    children = _children(profile)
+    mounted: Dict[str, List[str]] = {}
+    for m in profile.storage.mounts:
+        mounted.setdefault(m.device, []).append(m.mountpoint)
+    named_md = {md.name: md for md in profile.storage.arrays}
+    devices = {d.name: d for d in profile.storage.devices}
+    disks: Dict[str, None] = {}
+    lines: List[str] = []
+    arrays: Dict[str, str] = {}  # md name -> its owner phrase
+    mounts: List[str] = []
+    for array in layout.arrays:
+        by_id = {d.by_id: d for d in profile.storage.devices if d.by_id}
+        owners, _ = _owners(profile, array, {by_id[m].name for m in array.members if m in by_id})
+        for refusal, dev in _findings(profile, StorageLayout((array,), layout.destroy_data)):
+            lines.append(f"{refusal.disk}: {refusal.reason}")
+            if dev is None:
+                continue
+            disks[refusal.disk] = None
+            for d in [dev, *_descendants(dev.name, children)]:
+                if d.name in named_md:
+                    arrays.setdefault(d.name, owners.get(d.name, "not made by dlsetup"))
+                points = list(d.mountpoints) + mounted.get(d.path or f"/dev/{d.name}", [])
+                mounts += [p for p in points if p != "[SWAP]"]
+    uuids = []
+    for name, owner in sorted(arrays.items()):
+        uuid = _array_uuid(named_md[name], profile)
+        md_dev = devices.get(name)
+        where = list(dict.fromkeys([*(md_dev.mountpoints if md_dev else ()), *mounted.get(f"/dev/{name}", [])]))
+        at = f", mounted at {', '.join(where)}" if where else ""
+        ident = f"UUID {shared().mdadm_uuid(uuid)}" if uuid else "UUID unknown"
+        lines.append(f"md array {name} ({ident}, {owner}{at}): stopped and erased")
+        if uuid:
+            uuids.append(uuid)
+    return Destruction(tuple(disks), tuple(uuids), tuple(dict.fromkeys(mounts)), tuple(dict.fromkeys(lines)))

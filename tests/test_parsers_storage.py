@@ -207,5 +207,15 @@ def test_json_nested_children_and_value_variants():
 
 @pytest.mark.parametrize("parser", [parse_lsblk_json, parse_lsblk_pairs, parse_lsblk_table])
 @pytest.mark.parametrize("text", ["", "{", "[1, 2]", '{"blockdevices": [1, {"size": "x"}, {"name": null}]}', "\x00\n\n"])
-def test_lsblk_garbage_never_raises(parser, text):
-    assert all(d.name for d in parser(text))
+def test_lsblk_garbage_gives_no_device(parser, text):
+    assert parser(text) == ()
+
+
+@pytest.mark.parametrize(("parser", "text", "sizes"), [
+    (parse_lsblk_json, '{"blockdevices": [1, {"name": null}, {"name": "sda", "size": "x", "children": 5}]}',
+     {"sda": None}),
+    (parse_lsblk_table, "NAME SIZE\nsda 1G\n  garbage line here\n", {"sda": 1024**3}),
+    (parse_lsblk_pairs, 'KNAME="sda" SIZE="2048"\ngarbage "\nKNAME="sdb"', {"sda": 2048, "sdb": None}),
+])
+def test_lsblk_garbage_around_a_device_keeps_the_device(parser, text, sizes):
+    assert {d.name: d.size_bytes for d in parser(text)} == sizes

@@ -119,3 +119,107 @@ def test_human_plan_says_destroy_data_per_disk(h100, monkeypatch):
     assert f"DESTROY DATA: {NVME[0]}: has partitions nvme0n1p1 - wiped by --destroy-data" in result.output
     plan = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
     assert plan["destroys"] == [f"{NVME[0]}: has partitions nvme0n1p1"] and "storage" in plan["roles"]
+
+
+#: An md array someone else made (its md name even ends in ":data") over two NVMe disks, mounted at
+#: /backup: /proc/mdstat is the real capture pymdstat10 (md126: raid0 over nvme0n1, nvme1n1); lsblk, df,
+#: /proc/mounts and /dev/disk/by-id as on such a host.
+FOREIGN_UUID = "a1b2c3d4:e5f60718:293a4b5c:6d7e8f90"
+SAMSUNG = tuple(f"/dev/disk/by-id/nvme-Samsung_SSD_990_PRO_2TB_S7DNNJ0X00000{i}" for i in range(2))
+
+
+def _member_json(i: int) -> dict:
+    md = {"name": "md126", "kname": "md126", "path": "/dev/md126", "type": "raid0", "size": 1023947046912,
+          "rota": False, "tran": None, "mountpoint": "/backup", "fstype": "ext4",
+          "uuid": "5d3c1b5e-4a7f-4e0c-9d61-1f2a3b4c5d6e", "pkname": f"nvme{i}n1"}
+    return {"name": f"nvme{i}n1", "kname": f"nvme{i}n1", "path": f"/dev/nvme{i}n1", "type": "disk",
+            "size": 2000398934016, "rota": False, "tran": "nvme", "model": "Samsung SSD 990 PRO 2TB",
+            "serial": f"S7DNNJ0X00000{i}", "mountpoint": None, "fstype": "linux_raid_member",
+            "uuid": "a1b2c3d4-e5f6-0718-293a-4b5c6d7e8f90", "pkname": None, "children": [md]}
+
+
+@pytest.fixture
+def foreign_array(tmp_path):
+    """A bundle: the H100 capture with the two NVMe disks of an admin-made md array mounted at /backup."""
+    import shutil
+
+    from conftest import PUBLIC
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(H100_BUNDLE, bundle, symlinks=True)
+    lsblk = json.loads((bundle / "cmd" / "lsblk-J-b.out").read_text())
+    lsblk["blockdevices"] += [_member_json(0), _member_json(1)]
+    (bundle / "cmd" / "lsblk-J-b.out").write_text(json.dumps(lsblk))
+    (bundle / "proc" / "mdstat").write_text((PUBLIC / "mdstat" / "pymdstat10_nvme_raid0_bitmap.txt").read_text())
+    df = (bundle / "cmd" / "df-PT.out").read_text()
+    (bundle / "cmd" / "df-PT.out").write_text(
+        df + "/dev/md126              ext4    983349760    61452 933268816       1% /backup\n")
+    by_id = bundle / "dev" / "disk" / "by-id"
+    by_id.mkdir(parents=True)
+    for i, link in enumerate(SAMSUNG):
+        (by_id / link.rsplit("/", 1)[1]).symlink_to(f"../../nvme{i}n1")
+    (by_id / "md-name-backup01:data").symlink_to("../../md126")
+    (by_id / f"md-uuid-{FOREIGN_UUID}").symlink_to("../../md126")
+    return bundle
+
+
+def _plan(bundle, *args):
+    return subprocess.run([sys.executable, "-m", "dlsetup", "plan", "--from-bundle", str(bundle), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_mounted_foreign_array_refuses_the_plan(foreign_array):
+    """Exit 2 without --destroy-data, whatever the array's md name (it ends in ":data" here)."""
+    result = _plan(foreign_array, "--storage", "/data:raid1:ext4:nvme0n1,nvme1n1")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert result.stdout == ""
+    for disk in SAMSUNG:
+        assert f"{disk}: is a member of md array md126 (not made by dlsetup)" in line
+        assert f"{disk}: is mounted at /backup (md126)" in line
+    assert line.endswith("Free them, name other disks, or pass --destroy-data to wipe them")
+
+
+def test_destroy_data_lists_the_disks_the_array_and_its_mount_and_hands_them_to_the_role(foreign_array):
+    result = _plan(foreign_array, "--storage", "/data:raid1:ext4:nvme0n1,nvme1n1", "--destroy-data", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["destroys"] == [
+        f"{SAMSUNG[0]}: carries an md RAID signature",
+        f"{SAMSUNG[0]}: is a member of md array md126 (not made by dlsetup)",
+        f"{SAMSUNG[0]}: is mounted at /backup (md126)",
+        f"{SAMSUNG[1]}: carries an md RAID signature",
+        f"{SAMSUNG[1]}: is a member of md array md126 (not made by dlsetup)",
+        f"{SAMSUNG[1]}: is mounted at /backup (md126)",
+        f"md array md126 (UUID {FOREIGN_UUID}, not made by dlsetup, mounted at /backup): stopped "
+        "and erased",
+    ]
+    variables = plan["variables"]
+    assert (variables["storage_destroy_data"], variables["storage_destroy_disks"]) == (True, list(SAMSUNG))
+    assert variables["storage_destroy_arrays"] == [FOREIGN_UUID.replace(":", "")]
+    assert variables["storage_destroy_mounts"] == ["/backup"]
+
+
+def test_the_record_not_the_name_makes_an_array_dlsetups(foreign_array):
+    """Recorded by dlsetup (same UUID, level, members), the array is kept: no refusal, nothing destroyed;
+    mounted elsewhere than asked, it is still refused."""
+    record = foreign_array / "etc" / "dlsetup" / "storage.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"version": 1, "arrays": [
+        {"uuid": FOREIGN_UUID, "name": "backup", "level": "raid0", "members": list(SAMSUNG),
+         "mountpoint": "/backup", "created": "2026-01-01T00:00:00Z"}]}))
+    kept = _plan(foreign_array, "--storage", "/backup:raid0:ext4:nvme0n1,nvme1n1", "--json")
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["destroys"] == []
+    elsewhere = _plan(foreign_array, "--storage", "/data:raid0:ext4:nvme0n1,nvme1n1")
+    assert elsewhere.returncode == 2
+    assert f"{SAMSUNG[0]}: is mounted at /backup (md126)" in elsewhere.stderr
+    assert "member of md array" not in elsewhere.stderr
+
+
+def test_the_array_uuid_comes_from_its_members_without_the_udev_link(foreign_array):
+    """No md-uuid link (udev without mdadm's rules): the UUID the members' RAID signatures carry."""
+    (foreign_array / "dev" / "disk" / "by-id" / f"md-uuid-{FOREIGN_UUID}").unlink()
+    result = _plan(foreign_array, "--storage", "/data:raid1:ext4:nvme0n1,nvme1n1", "--destroy-data", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["variables"]["storage_destroy_arrays"] == [FOREIGN_UUID.replace(":", "")]

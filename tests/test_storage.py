@@ -8,7 +8,7 @@ import pytest
 
 from conftest import H100_BUNDLE, PUBLIC
 from dlsetup.errors import UsageError
-from dlsetup.model import BlockDevice, HostProfile, MdArray, MdMember, Mount, StorageInfo
+from dlsetup.model import BlockDevice, HostProfile, MdArray, MdMember, Mount, RecordedArray, StorageInfo
 from dlsetup.parsers.lsblk import parse_lsblk_table
 from dlsetup.probe import probe
 from dlsetup.storage import (Array, ArrayRequest, Refusal, StorageLayout, StorageRequest, parse_array_option,
@@ -42,7 +42,8 @@ def test_unused_fast_disks_become_raid10():
     assert layout.variables() == {
         "storage_arrays": [{"name": "data", "level": "raid10", "members": list(NVME), "filesystem": "ext4",
                             "mountpoint": "/data", "mount_options": ["defaults", "noatime", "nofail"]}],
-        "storage_destroy_data": False,
+        "storage_destroy_data": False, "storage_destroy_disks": [], "storage_destroy_arrays": [],
+        "storage_destroy_mounts": [],
     }
 
 
@@ -99,7 +100,7 @@ def test_every_kind_of_used_disk_is_refused_with_its_reason():
     assert refusals(used, layout) == [
         Refusal(NVME[0], "has partitions nvme0n1p1"),
         Refusal(NVME[1], "is an LVM physical volume"),
-        Refusal(NVME[2], "is a member of md array md0"),
+        Refusal(NVME[2], "is a member of md array md0 (not made by dlsetup)"),
         Refusal(NVME[2], "is mounted at /srv (md0)"),
         Refusal(NVME[3], "is swap space"),
         Refusal(NVME[3], "is in use as swap"),
@@ -115,15 +116,68 @@ def test_used_disks_are_not_proposed():
     assert propose_layout(used, StorageRequest()).arrays[0].members == (NVME[2], NVME[3])
 
 
-def test_an_existing_array_of_exactly_the_members_is_not_refused():
+def _raid10(recorded: tuple = (), **md: object) -> HostProfile:
+    """The four NVMe disks as one raid10 md127 mounted at /data, with dlsetup's record ``recorded``."""
     members = tuple(MdMember(f"nvme{i}n1", i) for i in range(4))
-    md = BlockDevice("md127", "raid10", parent="nvme0n1", fstype="ext4", mountpoints=("/data",))
-    profile = _workstation(md, arrays=(MdArray("md127", "active", "raid10", members),))
-    assert refusals(profile, StorageLayout((Array("data", "raid10", NVME, "ext4", "/data"),))) == []
+    dev = BlockDevice("md127", "raid10", "/dev/md127", parent="nvme0n1", fstype="ext4", mountpoints=("/data",))
+    array = MdArray("md127", "active", "raid10", members, uuid=UUID, **md)  # type: ignore[arg-type]
+    profile = _workstation(dev, arrays=(array,))
+    return dataclasses.replace(profile, storage=dataclasses.replace(profile.storage, recorded_arrays=recorded))
+
+
+UUID = "0123456789abcdef0123456789abcdef"
+OURS = RecordedArray(UUID, "data", "raid10", NVME, "/data", "2026-01-01T00:00:00Z")
+RAID10 = StorageLayout((Array("data", "raid10", NVME, "ext4", "/data"),))
+
+
+def test_the_array_dlsetup_recorded_is_kept_any_other_is_refused():
+    assert refusals(_raid10((OURS,)), RAID10) == []
+    # the same array without dlsetup's record: an array someone else made, whatever its name
+    assert refusals(_raid10(), RAID10) == [
+        Refusal(NVME[i], reason) for i in range(4)
+        for reason in ("is a member of md array md127 (not made by dlsetup)", "is mounted at /data (md127)")]
     partial = StorageLayout((Array("data", "raid1", NVME[:2], "ext4", "/data"),))
-    assert refusals(profile, partial) == [Refusal(NVME[0], "is a member of md array md127"),
-                                          Refusal(NVME[0], "is mounted at /data (md127)"),
-                                          Refusal(NVME[1], "is a member of md array md127")]
+    assert refusals(_raid10((OURS,)), partial) == [
+        Refusal(NVME[i], reason) for i in range(2)
+        for reason in ("is a member of md array md127 (made by dlsetup as raid10 over 4 disk(s), not as asked)",
+                       "is mounted at /data (md127)")]
+
+
+@pytest.mark.parametrize(("recorded", "md", "layout", "reason"), [
+    ((dataclasses.replace(OURS, uuid="f" * 32),), {}, RAID10, "not made by dlsetup"),
+    ((dataclasses.replace(OURS, level="raid0"),), {}, RAID10, "made by dlsetup as raid0 over 4 disk(s), not as asked"),
+    ((dataclasses.replace(OURS, members=NVME[::-1][:3] + ("/dev/disk/by-id/other",)),), {}, RAID10,
+     "made by dlsetup as raid10 over 4 disk(s), not as asked"),
+    ((OURS,), {"degraded": True}, RAID10,
+     "made by dlsetup, degraded: repair it (mdadm --add) or pass --destroy-data"),
+])
+def test_an_array_not_exactly_as_recorded_is_a_reason(recorded, md, layout, reason):
+    found = refusals(_raid10(recorded, **md), layout)
+    assert Refusal(NVME[0], f"is a member of md array md127 ({reason})") in found
+    assert Refusal(NVME[0], "is mounted at /data (md127)") in found
+
+
+def test_reusing_the_array_dlsetup_made_still_checks_everything_else():
+    """Only what the array itself explains is left out: a partition, a mount elsewhere, swap still count."""
+    profile = _raid10((OURS,))
+    devices = tuple(dataclasses.replace(d, mountpoints=("/srv",)) if d.name == "md127" else
+                    dataclasses.replace(d, partition_table="gpt") if d.name == "nvme1n1" else d
+                    for d in profile.storage.devices)
+    profile = dataclasses.replace(profile, storage=dataclasses.replace(profile.storage, devices=devices))
+    found = refusals(profile, RAID10)
+    assert Refusal(NVME[1], "has a gpt partition table") in found
+    assert Refusal(NVME[0], "is mounted at /srv (md127)") in found
+    assert not [r for r in found if "member of md array" in r.reason]
+
+
+def test_a_mount_seen_only_by_df_or_proc_mounts_is_a_reason():
+    """lsblk can miss a mount (stale udev data, another mount namespace); df and /proc/mounts count."""
+    profile = _workstation()
+    profile = dataclasses.replace(profile, storage=dataclasses.replace(
+        profile.storage, mounts=(Mount("/scratch", "/dev/nvme2n1", "xfs"),)))
+    layout = StorageLayout((Array("data", "raid1", NVME[2:], "ext4", "/data"),))
+    assert refusals(profile, layout) == [Refusal(NVME[2], "is mounted at /scratch (nvme2n1)")]
+    assert NVME[2] not in propose_layout(profile, StorageRequest()).arrays[0].members
 
 
 def test_real_lsblk_capture_partitioned_disks_are_refused_and_none_proposed():

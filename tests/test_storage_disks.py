@@ -38,20 +38,31 @@ def loops(tmp_path: Path) -> Iterator[list[str]]:
         subprocess.run(["losetup", "-d", device], check=True)
 
 
-def _module(tmp_path: Path, members: list[str], state: str = "inspect") -> dict:
+BOOT = ("import runpy, sys, importlib.util as u; "
+        "sys.argv.pop(0); spec = u.spec_from_file_location('ansible.module_utils.dlsetup_storage', sys.argv.pop(0)); "
+        "m = u.module_from_spec(spec); spec.loader.exec_module(m); "
+        "sys.modules['ansible.module_utils.dlsetup_storage'] = m; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')")
+UTILS = MODULE.parents[1] / "module_utils" / "dlsetup_storage.py"
+
+
+def _module(tmp_path: Path, members: list[str], state: str = "inspect", **extra: object) -> dict:
+    """The module as Ansible runs it, its module_utils importable as Ansible provides it."""
     args = tmp_path / "args.json"
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"name": "data", "members": members, "state": state}}))
-    run = subprocess.run([sys.executable, str(MODULE), str(args)], capture_output=True, text=True)
-    result = json.loads(run.stdout)
-    assert not result.get("failed"), result
-    return result
+    request = {"name": "data", "level": "raid1", "members": members, "mountpoint": "/data"}
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"arrays": [request], "state": state,
+                                                         "record": str(tmp_path / "storage.json"), **extra}}))
+    run = subprocess.run([sys.executable, "-c", BOOT, str(UTILS), str(MODULE), str(args)],
+                         capture_output=True, text=True)
+    return json.loads(run.stdout)
 
 
 def test_blank_disks_pass_and_no_array_exists(loops: list[str], tmp_path: Path) -> None:
     result = _module(tmp_path, loops)
+    assert not result.get("failed"), result
     assert result["refusals"] == [] and result["changed"] is False
-    assert result["array"] == {"state": "absent", "uuid": None, "device": None, "stale": []}
-    assert [d["device"] for d in result["disks"]] == loops
+    assert result["arrays"] == [{"state": "absent", "uuid": None, "device": None, "stale": [], "why": None}]
+    assert [d["device"] for d in result["disks"][0]] == loops
 
 
 def test_filesystem_mount_and_swap_signatures_are_named(loops: list[str], tmp_path: Path) -> None:
@@ -63,6 +74,7 @@ def test_filesystem_mount_and_swap_signatures_are_named(loops: list[str], tmp_pa
     (mountpoint / "keep").write_text("planted")
     result = _module(tmp_path, loops)
     name = Path(loops[0]).name
+    assert result["failed"] is True
     assert result["refusals"] == [f"{loops[0]}: holds a filesystem (ext4), is mounted at {mountpoint} ({name})",
                                   f"{loops[1]}: is swap space"]
     assert (mountpoint / "keep").read_text() == "planted"
@@ -73,12 +85,17 @@ def test_missing_disk_is_refused(tmp_path: Path) -> None:
     assert result["refusals"] == ["/dev/disk/by-id/no-such-disk: does not exist"]
 
 
-def test_wiped_unmounts_and_erases(loops: list[str], tmp_path: Path) -> None:
+def test_wiped_unmounts_and_erases_only_what_is_listed(loops: list[str], tmp_path: Path) -> None:
     _sh("mkfs.ext4", "-q", loops[0])
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
     _sh("mount", loops[0], str(mountpoint))
-    result = _module(tmp_path, loops, state="wiped")
-    assert result["changed"] is True and result["refusals"] == []
+    unlisted = _module(tmp_path, loops, state="wiped", destroy_data=True, destroy_disks=[loops[0]])
+    assert unlisted["failed"] is True and "mount point" in unlisted["msg"]
+    assert _sh("wipefs", "--no-act", loops[0]) != ""
+    result = _module(tmp_path, loops, state="wiped", destroy_data=True, destroy_disks=[loops[0]],
+                     destroy_mounts=[str(mountpoint)])
+    assert not result.get("failed"), result
+    assert result["changed"] is True and result["wipe"] == [loops[0]]
     assert _sh("wipefs", "--no-act", loops[0]) == ""
     assert str(mountpoint) not in Path("/proc/self/mounts").read_text()

@@ -31,7 +31,7 @@ PLAYBOOKS = ansible_dir() / "playbooks"
 #: Shell that frees the data disks: unmount, swapoff, deactivate LVM, stop md, wipe, forget fstab/mdadm.conf.
 RESET = r"""
 set -u
-for m in $(findmnt -rn -o TARGET | grep -E '^/(data|mnt/plant)' | sort -r); do umount "$m"; done
+for m in $(findmnt -rn -o TARGET | grep -E '^/(data|backup|mnt/plant)' | sort -r); do umount "$m"; done
 swapoff -a
 vgchange -an >/dev/null 2>&1
 for md in /dev/md?*; do [ -b "$md" ] && mdadm --stop "$md" >/dev/null 2>&1; done
@@ -41,7 +41,7 @@ for d in $(readlink -f /dev/disk/by-id/virtio-dlsetup-d?); do
   wipefs -qa "$d"?* 2>/dev/null; dd if=/dev/zero of="$d" bs=4M status=none
 done
 sed -i '/ \/data /d' /etc/fstab; sed -i '/^ARRAY /d' /etc/mdadm/mdadm.conf
-rm -f /run/dlsetup/reboot-required
+rm -f /run/dlsetup/reboot-required /etc/dlsetup/storage.json
 udevadm settle
 """
 
@@ -105,6 +105,11 @@ def test_raid10_converges_then_reboots_only_when_asked(vm: vm_lab.VM, inventory:
     uuid = vm.ssh("blkid -s UUID -o value /dev/md/data").stdout.strip()
     assert f"UUID={uuid} /data ext4 defaults,noatime,nofail 0 0" in vm.ssh("cat /etc/fstab").stdout
     assert "ARRAY /dev/md/data metadata=1.2 UUID=" in vm.ssh("cat /etc/mdadm/mdadm.conf").stdout
+    # dlsetup's record holds the array's md UUID: what makes it dlsetup's on the next plan and run
+    md_uuid = vm.ssh("mdadm --detail --export /dev/md/data | sed -n 's/^MD_UUID=//p'").stdout.strip()
+    (recorded,) = json.loads(vm.ssh("cat /etc/dlsetup/storage.json").stdout)["arrays"]
+    assert (recorded["uuid"], recorded["level"], recorded["members"]) == (md_uuid.replace(":", ""), "raid10",
+                                                                          list(vm.by_id))
 
     second_run = _run(vm, inventory, _layout(vm), *every)
     second = _only(second_run)
@@ -141,7 +146,8 @@ PLANTS = {
                ["is an LVM physical volume", "is in use by dm-0", "is mounted at $M (dm-0)"]),
     "md-member": ("mdadm --create /dev/md/plant --run -q --level=1 --raid-devices=2 $D missing && "
                   "mkfs.ext4 -q /dev/md/plant && mount /dev/md/plant $M && head -c 1M /dev/urandom > $M/f",
-                  ["carries an md RAID signature", "is in use by md127", "is mounted at $M (md127)"]),
+                  ["carries an md RAID signature", "is in use by md127 (an md array not made by dlsetup)",
+                   "is mounted at $M (md127)"]),
     "partition-table": ("echo 'label: gpt' | sfdisk -q $D && echo ',' | sfdisk -q --append $D && udevadm settle && "
                         "mkfs.ext4 -q ${D}1 && mount ${D}1 $M && head -c 1M /dev/urandom > $M/f",
                         ["has a gpt partition table", "has partitions $N1", "is mounted at $M ($N1)"]),
@@ -173,6 +179,9 @@ def _checksum_after(vm: vm_lab.VM, disk: str, mountpoint: str) -> str:
                   f"sha256sum {mountpoint}/f").stdout
 
 
+SAFE_MODE_TASK = "Inspect the member disks, refuse any that hold data (safe mode)"
+
+
 def _refusal_message(disks: dict[str, str]) -> str:
     named = "; ".join(f"{disk}: {reasons}" for disk, reasons in disks.items())
     return f"storage: refusing the whole layout, nothing was written. {named}. Free"
@@ -189,7 +198,7 @@ def test_safe_mode_refuses_each_kind_of_used_disk_then_destroy_data_wipes(vm: vm
         planted = {disk: _plant(vm, disk, plant, f"/mnt/plant{i}") for i, (disk, plant) in enumerate(plants.items())}
         host = _only(_run(vm, inventory, _layout(vm)))
         assert host.status == "failed" and host.failure is not None
-        assert host.failure.task == "Refuse disks that hold data (safe mode)"
+        assert host.failure.task == SAFE_MODE_TASK
         assert _refusal_message({disk: reasons for disk, (reasons, _) in planted.items()}) in host.failure.message
         for i, (disk, (_, checksum)) in enumerate(planted.items()):
             assert _checksum_after(vm, disk, f"/mnt/plant{i}") == checksum
@@ -219,6 +228,63 @@ def test_safe_mode_refuses_each_kind_of_used_disk_then_destroy_data_wipes(vm: vm
     assert vm.ssh("cat /sys/block/md127/md/level").stdout.strip() == "raid10"
     assert vm.ssh("findmnt -n -o FSTYPE /data").stdout.strip() == "ext4"
     assert vm.ssh("cat /proc/swaps").stdout.count("\n") == 1
+
+
+def test_a_mounted_array_someone_else_made_is_refused_then_wiped_only_as_planned(
+        vm: vm_lab.VM, inventory: Path, tmp_path: Path) -> None:
+    """Issue 2: an admin's md array over d1, d2 named "data" (md name "dlsetup-vm:data"), mounted at /backup.
+    Refused without --destroy-data and by the role when the plan's lists are missing; with --destroy-data
+    the plan lists both disks and the array, and the host wipes exactly those (d3 keeps its filesystem)."""
+    d1, d2, d3, _ = vm.by_id
+    vm.ssh(RESET)
+    checksum = vm.ssh(
+        f"mdadm --create /dev/md/data --run -q --level=1 --raid-devices=2 {d1} {d2} && "
+        "mkfs.ext4 -q /dev/md/data && mkdir -p /backup && mount /dev/md/data /backup && "
+        "head -c 1M /dev/urandom > /backup/f && sha256sum /backup/f && "
+        f"mkfs.ext4 -q -L keep {d3} && udevadm settle").stdout
+    assert vm.ssh("mdadm --detail --export /dev/md/data").stdout.count("MD_NAME=dlsetup-vm:data") == 1
+    foreign = vm.ssh("mdadm --detail --export /dev/md/data | sed -n 's/^MD_UUID=//p'").stdout.strip()
+
+    def untouched() -> None:
+        assert vm.ssh("sha256sum /backup/f").stdout == checksum
+        assert vm.ssh("findmnt -n -o SOURCE /backup").stdout.strip() in ("/dev/md127", "/dev/md/data")
+        assert vm.ssh(f"blkid -s LABEL -o value {d3}").stdout.strip() == "keep"
+        assert vm.ssh("test -e /etc/dlsetup/storage.json", check=False).returncode == 1
+
+    storage = ["--storage", f"/data:raid1:ext4:{d1},{d2}", "--tags", "storage", "--yes", "--json"]
+    refused = _dlsetup(inventory, tmp_path, *storage)
+    assert refused.returncode == 3, refused.stderr[-3000:]
+    (line,) = [json.loads(text) for text in refused.stdout.splitlines()]
+    message = line["failure"]["message"]
+    assert message.startswith("no plan: storage: refusing the layout, these disks hold data: "), message
+    for disk in (d1, d2):
+        assert f"{disk}: is a member of md array md127 (not made by dlsetup)" in message
+        assert f"{disk}: is mounted at /backup (md127)" in message
+    untouched()
+
+    # the role with storage_destroy_data but without the plan's lists wipes nothing
+    host = _only(_run(vm, inventory, {"storage_arrays": [{**_layout(vm)["storage_arrays"][0], "level": "raid1",
+                                                          "members": [d1, d2]}],
+                                      "storage_destroy_data": True}))
+    assert host.status == "failed" and host.failure is not None and host.failure.task == SAFE_MODE_TASK
+    assert "refusing to wipe what the plan did not list, nothing was written" in host.failure.message
+    untouched()
+
+    wiped = _dlsetup(inventory, tmp_path, *storage, "--destroy-data")
+    assert wiped.returncode == 0, wiped.stderr[-3000:]
+    said = " ".join(wiped.stderr.split())  # the DESTROY DATA lines, whatever the terminal wrapped
+    assert f"{d1}: is mounted at /backup (md127) - wiped by --destroy-data" in said, said
+    assert f"{d2}: is a member of md array md127 (not made by dlsetup) - wiped by --destroy-data" in said
+    assert f"md array md127 (UUID {foreign}, not made by dlsetup, mounted at /backup): stopped" in said
+    assert d3 not in said
+    assert vm.ssh("findmnt -n /backup", check=False).stdout == ""
+    assert vm.ssh("cat /sys/block/md127/md/level").stdout.strip() == "raid1"
+    assert vm.ssh("findmnt -n -o FSTYPE /data").stdout.strip() == "ext4"
+    assert vm.ssh("ls -A /data").stdout.split() == ["lost+found"]  # a new filesystem, not the old one
+    assert vm.ssh(f"blkid -s LABEL -o value {d3}").stdout.strip() == "keep"
+    (recorded,) = json.loads(vm.ssh("cat /etc/dlsetup/storage.json").stdout)["arrays"]
+    created = vm.ssh("mdadm --detail --export /dev/md127 | sed -n 's/^MD_UUID=//p'").stdout.strip()
+    assert recorded["uuid"] == created.replace(":", "") != foreign.replace(":", "")
 
 
 def _ansible_playbook(vm: vm_lab.VM, inventory: Path, variables: Path) -> subprocess.Popen[str]:

@@ -39,7 +39,7 @@ from dlsetup.plan.compat import (
     vtuple,
 )
 from dlsetup.plan.request import FRAMEWORKS, Request
-from dlsetup.storage import propose_layout, refusals
+from dlsetup.storage import destruction, propose_layout, refusals
 
 #: the order in which playbooks/site.yml applies roles
 ROLE_ORDER = ("common", "storage", "nvidia_driver", "cuda_toolkit", "nvidia_container_toolkit", "rocm", "frameworks")
@@ -69,7 +69,8 @@ class Plan:
     variables: Mapping[str, Any]  #: exactly the extra vars handed to playbooks/site.yml
     reboot_required: bool
     notes: Tuple[str, ...]
-    #: "disk: what it holds" for each disk the storage layout wipes (--destroy-data); empty: none is wiped
+    #: "disk: what it holds" for each disk the storage layout wipes (--destroy-data), then one line per md
+    #: array it stops; empty: nothing is wiped. The role wipes nothing outside these (storage_destroy_*).
     destroys: Tuple[str, ...] = ()
     #: every source a decision cites: {"table:nvidia": {"as_of": ...}, "index:torch": {"as_of", "url"}}
     sources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -894,7 +895,8 @@ class _Planner:
         if found and not request.destroy_data:
             raise PlanConflict(f"storage: refusing the layout, these disks hold data: {'; '.join(found)}. "
                                "Free them, name other disks, or pass --destroy-data to wipe them")
-        self.destroys = list(dict.fromkeys(found))
+        wiped = destruction(self.profile, layout)  # the role wipes nothing outside these lists
+        self.destroys = list(wiped.lines)
         for array, asked in zip(layout.arrays, request.arrays):
             level = f"{array.level} over {len(array.members)} disk(s)" if array.level != "single" else "one disk"
             how = "the disks named" if asked.disks else "the unused NVMe/SSD disks"
@@ -903,10 +905,10 @@ class _Planner:
                         f"{how}: {', '.join(m.rsplit('/', 1)[-1] for m in array.members)}", rule)
         if request.destroy_data:
             self.decide("storage", "destroy data",
-                        f"--destroy-data: {len(self.destroys)} disk(s) that hold data are wiped" if self.destroys
+                        f"--destroy-data: {len(wiped.disks)} disk(s) that hold data are wiped" if self.destroys
                         else "--destroy-data, though no member disk holds anything now", "rule:destroy-data")
         self.roles.add("storage")
-        self.variables.update(layout.variables())
+        self.variables.update(layout.variables(wiped))
 
     def resolve_common_and_frameworks(self, system: OSEntry, python: str, nvidia: Optional[_Nvidia],
                                       rocm: Optional[str]) -> None:
