@@ -131,6 +131,9 @@ def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
     shown on ``console`` when it is a terminal. Host failures are in the result, never raised."""
     import ansible_runner
 
+    from dlsetup.runner.terminal import require_pty
+
+    require_pty()  # ansible-runner's pexpect needs one: a clear line instead of its traceback
     console = console or Console(stderr=True)
     tally = Tally(capture=set(capture) | ({reboot_task} if reboot_task else set()))
     with tempfile.TemporaryDirectory(prefix="dlsetup-run-") as tmp:
