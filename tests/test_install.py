@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import stat
 import subprocess
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -186,3 +188,35 @@ def test_no_os_release_is_refused(tmp_path: Path) -> None:
     run = dry_run(root)
     assert run.returncode == 2 and commands(run) == []
     assert "install.sh: error: cannot tell which system this is" in run.stderr
+
+
+def as_nobody(*args: str, sudo: bool) -> subprocess.CompletedProcess:
+    """Run install.sh (for real, not a dry run) as user nobody, with a stand-in sudo that only prints
+    what it was asked to run: the way in for a user who is not root."""
+    bin_dir = Path(tempfile.mkdtemp(prefix="dlsetup-sudo-"))  # pytest's tmp_path is root's alone
+    bin_dir.chmod(0o755)
+    for tool in ("id", "dirname"):  # all install.sh needs before it turns to sudo; a sudo only if asked
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    if sudo:
+        fake = bin_dir / "sudo"
+        fake.write_text('#!/bin/sh\nprintf "sudo"; printf " [%s]" "$@"; echo\n')
+        fake.chmod(0o755)
+    try:
+        return subprocess.run([shutil.which("setpriv") or "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(INSTALL),
+                               *args], capture_output=True, text=True, env={"PATH": str(bin_dir)},
+                              timeout=60)
+    finally:
+        shutil.rmtree(bin_dir)
+
+
+def test_a_user_who_is_not_root_goes_through_sudo() -> None:
+    run = as_nobody("provision", "--pip-find-links", "/srv/my wheels", sudo=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"sudo [--] [{INSTALL}] [provision] [--pip-find-links] [/srv/my wheels]"
+    assert "running again with sudo" in run.stderr
+
+
+def test_a_user_who_is_not_root_and_has_no_sudo_is_told_so() -> None:
+    run = as_nobody("provision", sudo=False)
+    assert run.returncode == 5 and run.stdout == ""
+    assert run.stderr.strip() == "install.sh: error: run this as root: it installs packages (sudo is not installed)"
