@@ -31,6 +31,14 @@ TORCH = ".".join(wheels.TORCH_WHEEL.name.split("-")[1].split("+")[0].split(".")[
 CA_BUNDLE = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
 ROOT_CA_BUNDLE = Path("/etc/ssl/host-ca-bundle.crt")
 MOUNTS = ("proc", "sys", "dev", "dev/pts")
+#: pip's download cache for the roots, kept between runs (a cache, not an installed package: the first run
+#: fills it from the index, later ones save the downloads)
+PIP_CACHE = rootfs.cache_dir().parent / "pip-cache"
+
+
+def debian_mirror() -> str:
+    """The Debian archive the lab roots come from (as tests/lab/rootfs.py chooses it)."""
+    return getattr(rootfs, "DEBIAN_MIRROR", None) or rootfs.host_debian_mirror()
 
 
 def minimal_root(suite: str) -> Path:
@@ -45,7 +53,7 @@ def minimal_root(suite: str) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", suite, str(work),
-                        rootfs.DEBIAN_MIRROR], check=True, stdout=subprocess.DEVNULL)
+                        debian_mirror()], check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["chroot", str(work), "apt-get", "clean"], check=True)
         work.rename(dest)
     except BaseException:
@@ -64,7 +72,7 @@ def mounted_under(root: Path) -> List[str]:
 def fresh_debian(request: pytest.FixtureRequest, tmp_path: Path,
                  lab_wheels: Path) -> Iterator[Path]:  # noqa: F811 - the fixture
     """A fresh copy of the minimal root of the suite the test names (default bookworm), with the clone in
-    /root/dlsetup, the wheel folder in /opt/wheels and the mounts dlsetup needs."""
+    /root/dlsetup, the wheel folder in /opt/wheels, pip's download cache and the mounts dlsetup needs."""
     root = tmp_path / "debian"
     suite = getattr(request, "param", "bookworm")
     subprocess.run(["cp", "-a", "--reflink=auto", str(minimal_root(suite)), str(root)], check=True)
@@ -77,7 +85,10 @@ def fresh_debian(request: pytest.FixtureRequest, tmp_path: Path,
         if source.is_file():
             (clone / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, clone / os.fsdecode(name))
-    shutil.copytree(lab_wheels, root / "opt" / "wheels")
+    binds = [(lab_wheels, root / "opt" / "wheels"), (PIP_CACHE, root / "root" / ".cache" / "pip")]
+    for _, target in binds:
+        target.mkdir(parents=True)
+    PIP_CACHE.mkdir(parents=True, exist_ok=True)
     if CA_BUNDLE.is_file():  # at a path of its own: installing ca-certificates rewrites the usual one
         (root / ROOT_CA_BUNDLE.parent.relative_to("/")).mkdir(parents=True, exist_ok=True)
         shutil.copy2(CA_BUNDLE, root / ROOT_CA_BUNDLE.relative_to("/"))
@@ -86,14 +97,17 @@ def fresh_debian(request: pytest.FixtureRequest, tmp_path: Path,
     try:
         for point in MOUNTS:
             subprocess.run(["mount", "--bind", f"/{point}", str(root / point)], check=True)
-            done.append(point)
+            done.append(root / point)
+        for source, target in binds:
+            subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+            done.append(target)
         yield root
     finally:
-        for point in reversed(done):
-            subprocess.run(["umount", str(root / point)], check=False)
+        for target in reversed(done):
+            subprocess.run(["umount", str(target)], check=False)
         if mounted_under(root):  # never remove a tree that still reaches into the host's /dev
             pytest.fail(f"left mounted, not removed: {mounted_under(root)}")
-        shutil.rmtree(root)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
 
 
 def in_root(root: Path, command: str, timeout: int = 900) -> subprocess.CompletedProcess:
