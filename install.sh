@@ -105,9 +105,10 @@ fi
 if [ -n "$dry" ] || ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
     say "creating the venv $venv"
     run "$python" -m venv --clear "$venv" || die 1 "$python -m venv $venv failed"
+    # the distribution's pip wheel can be older than the Python (22.04: pip 22.0 for 3.11)
+    run "$venv/bin/python" -m pip install --quiet --upgrade pip || die 1 "pip could not upgrade itself in $venv"
 fi
 say "installing dlsetup and Ansible into $venv (about a minute the first time)"
-run "$venv/bin/python" -m pip install --quiet --upgrade pip || die 1 "pip could not upgrade itself in $venv"
 run "$venv/bin/python" -m pip install --quiet --upgrade "$here" || die 1 "pip install $here failed"
 link=$root/usr/local/bin/dlsetup
 if [ ! -d "${link%/*}" ]; then
