@@ -72,10 +72,37 @@ def mounted_under(root: Path) -> List[str]:
 def fresh_debian(request: pytest.FixtureRequest, tmp_path: Path,
                  lab_wheels: Path) -> Iterator[Path]:  # noqa: F811 - the fixture
     """A fresh copy of the minimal root of the suite the test names (default bookworm), with the clone in
-    /root/dlsetup, the wheel folder in /opt/wheels, pip's download cache and the mounts dlsetup needs."""
+    /root/dlsetup, the wheel folder in /opt/wheels, pip's download cache and the mounts dlsetup needs, on
+    a tmpfs of its own."""
     root = tmp_path / "debian"
     suite = getattr(request, "param", "bookworm")
-    subprocess.run(["cp", "-a", "--reflink=auto", str(minimal_root(suite)), str(root)], check=True)
+    root.mkdir()
+    # the root lives in memory: what provisioning writes (a torch venv) goes with one umount at the end
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6g,mode=0755", "dlsetup-lab", str(root)], check=True)
+    done = [root]
+    try:
+        subprocess.run(["cp", "-a", f"{minimal_root(suite)}/.", str(root)], check=True)
+        _lay_out(root)
+        binds = [(lab_wheels, root / "opt" / "wheels"), (PIP_CACHE, root / "root" / ".cache" / "pip")]
+        PIP_CACHE.mkdir(parents=True, exist_ok=True)
+        for point in MOUNTS:
+            subprocess.run(["mount", "--bind", f"/{point}", str(root / point)], check=True)
+            done.append(root / point)
+        for source, target in binds:
+            target.mkdir(parents=True)
+            subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+            done.append(target)
+        yield root
+    finally:
+        for target in reversed(done):
+            subprocess.run(["umount", str(target)], check=False)
+        if mounted_under(root):  # never remove a tree that still reaches into the host's /dev
+            pytest.fail(f"left mounted, not removed: {mounted_under(root)}")
+        root.rmdir()
+
+
+def _lay_out(root: Path) -> None:
+    """The clone in /root/dlsetup and the CA bundle with pip's setting for it."""
     # the clone: the working tree's files (committed or not), as `git clone` would lay them out
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                            capture_output=True, check=True).stdout.split(b"\0")
@@ -85,29 +112,10 @@ def fresh_debian(request: pytest.FixtureRequest, tmp_path: Path,
         if source.is_file():
             (clone / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, clone / os.fsdecode(name))
-    binds = [(lab_wheels, root / "opt" / "wheels"), (PIP_CACHE, root / "root" / ".cache" / "pip")]
-    for _, target in binds:
-        target.mkdir(parents=True)
-    PIP_CACHE.mkdir(parents=True, exist_ok=True)
     if CA_BUNDLE.is_file():  # at a path of its own: installing ca-certificates rewrites the usual one
         (root / ROOT_CA_BUNDLE.parent.relative_to("/")).mkdir(parents=True, exist_ok=True)
         shutil.copy2(CA_BUNDLE, root / ROOT_CA_BUNDLE.relative_to("/"))
         (root / "etc" / "pip.conf").write_text(f"[global]\ncert = {ROOT_CA_BUNDLE}\n", encoding="utf-8")
-    done = []
-    try:
-        for point in MOUNTS:
-            subprocess.run(["mount", "--bind", f"/{point}", str(root / point)], check=True)
-            done.append(root / point)
-        for source, target in binds:
-            subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
-            done.append(target)
-        yield root
-    finally:
-        for target in reversed(done):
-            subprocess.run(["umount", str(target)], check=False)
-        if mounted_under(root):  # never remove a tree that still reaches into the host's /dev
-            pytest.fail(f"left mounted, not removed: {mounted_under(root)}")
-        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
 
 
 def in_root(root: Path, command: str, timeout: int = 900) -> subprocess.CompletedProcess:
