@@ -148,6 +148,13 @@ def test_readme_first_line_provisions_a_fresh_debian_12(fresh_debian: Path) -> N
     again = in_root(root, "dlsetup --help")
     assert again.returncode == 0 and "provision" in again.stdout
 
+    # the same root with no /dev/pts, as a chroot made by hand often is: one line, not ansible-runner's
+    # traceback ("out of pty devices")
+    subprocess.run(["umount", str(root / "dev" / "pts")], check=True)
+    no_pty = in_root(root, "dlsetup provision --check --pip-find-links /opt/wheels --pip-offline")
+    assert no_pty.returncode == 1 and "Traceback" not in no_pty.stderr, no_pty.stderr[-3000:]
+    assert no_pty.stderr.startswith("dlsetup: error: cannot open a pseudo-terminal"), no_pty.stderr[-3000:]
+
 
 @pytest.mark.lab
 @pytest.mark.parametrize("fresh_debian", ["trixie"], indirect=True)
