@@ -31,9 +31,6 @@ TORCH = ".".join(wheels.TORCH_WHEEL.name.split("-")[1].split("+")[0].split(".")[
 CA_BUNDLE = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
 ROOT_CA_BUNDLE = Path("/etc/ssl/host-ca-bundle.crt")
 MOUNTS = ("proc", "sys", "dev", "dev/pts")
-#: pip's download cache for the roots, kept between runs (a cache, not an installed package: the first run
-#: fills it from the index, later ones save the downloads)
-PIP_CACHE = rootfs.cache_dir().parent / "pip-cache"
 
 
 def debian_mirror() -> str:
@@ -72,8 +69,7 @@ def mounted_under(root: Path) -> List[str]:
 def fresh_debian(request: pytest.FixtureRequest, tmp_path: Path,
                  lab_wheels: Path) -> Iterator[Path]:  # noqa: F811 - the fixture
     """A fresh copy of the minimal root of the suite the test names (default bookworm), with the clone in
-    /root/dlsetup, the wheel folder in /opt/wheels, pip's download cache and the mounts dlsetup needs, on
-    a tmpfs of its own."""
+    /root/dlsetup, the wheel folder in /opt/wheels and the mounts dlsetup needs, on a tmpfs of its own."""
     root = tmp_path / "debian"
     suite = getattr(request, "param", "bookworm")
     root.mkdir()
@@ -83,8 +79,7 @@ def fresh_debian(request: pytest.FixtureRequest, tmp_path: Path,
     try:
         subprocess.run(["cp", "-a", f"{minimal_root(suite)}/.", str(root)], check=True)
         _lay_out(root)
-        binds = [(lab_wheels, root / "opt" / "wheels"), (PIP_CACHE, root / "root" / ".cache" / "pip")]
-        PIP_CACHE.mkdir(parents=True, exist_ok=True)
+        binds = [(lab_wheels, root / "opt" / "wheels")]
         for point in MOUNTS:
             subprocess.run(["mount", "--bind", f"/{point}", str(root / point)], check=True)
             done.append(root / point)
