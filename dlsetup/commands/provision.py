@@ -67,6 +67,9 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
     from dlsetup.plan import load_request
     from dlsetup.runner import ansible_dir, cache_dir, check_extra_vars
 
+    from dlsetup.runner.terminal import require_pty
+
+    require_pty()  # before probing and asking: a host Ansible cannot run on is told so at once
     checked_vars = check_extra_vars(extra_vars)
     names = ("site.yml", "reboot.yml", "reboot_status.yml") if reboot else ("site.yml", "reboot_status.yml")
     playbooks = [ansible_dir() / "playbooks" / name for name in names]
@@ -87,7 +90,8 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
     _show_plans(plans, failures, console)
     if plans and not (yes or check):
         if not sys.stdin.isatty():
-            raise UsageError("refusing to change hosts without confirmation: pass --yes")
+            raise UsageError("no terminal to confirm on (standard input is not a terminal): "
+                             "pass --yes to provision without asking, or --check to see what would change")
         click.confirm(f"Provision {len(plans)} host(s) as planned?", abort=True, err=True)
 
     from dlsetup.runner import RunOptions, RunResult, run_playbooks

@@ -165,6 +165,9 @@ def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
     artifacts and ``summary.json``; :attr:`RunResult.record` is its folder."""
     from dlsetup.runner import records
 
+    from dlsetup.runner.terminal import require_pty
+
+    require_pty()  # ansible-runner's pexpect needs one: a clear line instead of its traceback
     console = console or Console(stderr=True)
     tally = Tally(capture=set(capture) | ({reboot_task} if reboot_task else set()))
     private = records.new_record(command or records.command_name(Path(playbooks[0]).stem if playbooks else "run"))
