@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dlsetup.parsers import amd, cpu, dmi, lsblk, mdstat, nvidia, pci, system
+from dlsetup.parsers import amd, cpu, dmi, kernel, lsblk, mdstat, nvidia, pci, system
 from dlsetup.probe import probe_host
 from dlsetup.probe.host import Host
 
@@ -46,6 +46,8 @@ PARSERS = {
     "pci": [pci.parse_lspci_nnmmv],
     "lsblk": [lsblk.parse_lsblk_json, lsblk.parse_lsblk_pairs, lsblk.parse_lsblk_table],
     "mdstat": [mdstat.parse_mdstat],
+    "kernel": [kernel.parse_dkms_status, kernel.parse_grub_cfg, kernel.parse_shell_vars,
+               kernel.make_log_failure],
     "system": [system.parse_os_release, system.parse_meminfo, system.parse_uname_a, system.parse_proc_modules,
                system.parse_df, system.parse_proc_mounts, system.secure_boot_from_mokutil,
                dmi.parse_dmidecode_memory],
