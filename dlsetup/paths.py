@@ -99,7 +99,7 @@ def _parts(path: str) -> Tuple[str, ...]:
 def _matches(parts: Tuple[str, ...], pattern: str) -> bool:
     pattern_parts = _parts(pattern)
     return len(parts) == len(pattern_parts) and all(
-        fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern_parts))
+        fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern_parts, strict=True))
 
 
 def _is_within(parts: Tuple[str, ...], tree: str) -> bool:

@@ -337,7 +337,7 @@ def _findings(profile: HostProfile, layout: StorageLayout) -> List[Tuple[Refusal
         names = {d.name for d in devices if d is not None}
         owners, ours = _owners(profile, array, names)
         mine = (ours.name, array.mountpoint) if ours is not None else None
-        for member, dev in zip(array.members, devices):
+        for member, dev in zip(array.members, devices, strict=True):
             if dev is None:
                 found.append((Refusal(member, "is not a disk of this host"), None))
                 continue

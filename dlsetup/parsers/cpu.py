@@ -202,7 +202,7 @@ def _pairs(text: str) -> tuple[dict[str, str], list[dict[str, str]], list[dict[s
                 header = None if rows else line[2:].strip().split(",")
             continue
         if header is not None and re.fullmatch(r"\d+(,[^,]*)+", line.strip()):
-            rows.append(dict(zip(header, line.strip().split(","))))
+            rows.append(dict(zip(header, line.strip().split(","), strict=False)))
             continue
         key, sep, value = line.partition(":")
         if sep and key.strip():

@@ -299,7 +299,7 @@ def parse_smi_query_csv(text: str, fields: Optional[Sequence[str]] = None) -> Sm
     gpus = []
     for row in rows:
         facts: dict[str, Any] = {}
-        for (name, unit), value in zip(columns, row):
+        for (name, unit), value in zip(columns, row, strict=False):
             if name == "driver_version":
                 driver = driver or _version(value)
             elif name in _CSV_FIELDS:

@@ -244,7 +244,7 @@ def _qemu_command(vm: VM, overlay: Path) -> list[str]:
         "-device", "virtio-net-pci,netdev=n0,addr=0x3",  # PCI slot 3: the guest names it ens3
         "-device", "virtio-rng-pci",  # entropy for sshd early in the boot
     ]
-    for disk, serial in zip(vm.disks, DISK_SERIALS):
+    for disk, serial in zip(vm.disks, DISK_SERIALS, strict=False):
         command += ["-drive", f"file={disk},format=raw,if=none,id={serial}",
                     "-device", f"virtio-blk-pci,drive={serial},serial={serial}"]
     return command
