@@ -369,13 +369,14 @@ def read_inventory(source: Path, limit: Optional[str], venv: str) -> Dict[str, O
 
     The run itself lists the hosts and their bundles (a controller-side ``set_fact``): no
     ``ansible-inventory`` run first, which costs a Python start-up and an inventory parse. Ansible caps
-    its forks at the hosts it has, so the run is tuned for :data:`~dlsetup.fleet.MAX_FORKS`. Only when
-    the run finds no host is the inventory listed, for its one-line error."""
+    its forks at the hosts it has, so the run is tuned for :data:`~dlsetup.runner.settings.MAX_FORKS`.
+    Only when the run finds no host is the inventory listed, for its one-line error."""
     from dlsetup.errors import EXIT_HOSTS_FAILED, DlsetupError, UsageError
-    from dlsetup.fleet import HOST_BUNDLE_VAR, MAX_FORKS, ProbeFailure
+    from dlsetup.fleet import HOST_BUNDLE_VAR, ProbeFailure
     from dlsetup.inventory import load_inventory
     from dlsetup.remote import TASK, build_zipapp
     from dlsetup.runner import RunOptions, cache_dir, run_playbooks
+    from dlsetup.runner.settings import MAX_FORKS
 
     if not source.exists():
         raise UsageError(f"inventory not found: {source}")

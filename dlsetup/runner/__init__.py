@@ -46,7 +46,7 @@ class RunOptions:
     limit: Optional[str] = None
     extra_vars: Tuple[str, ...] = ()  #: ``KEY=VALUE``, JSON/YAML mappings or ``@file``, as for ``-e``
     become: Optional[bool] = None  #: True: ``--become`` for every host; None/False: as the inventory says
-    forks: Optional[int] = None  #: None: one per host (:func:`dlsetup.fleet.tuned_ansible_env`)
+    forks: Optional[int] = None  #: None: one per host (:func:`dlsetup.runner.settings.tuned_ansible_env`)
 
     def cmdline(self) -> List[str]:
         """ansible-playbook's options, less the extra vars: their values never go on a command line
@@ -111,11 +111,11 @@ def cache_dir() -> Path:
 
 def _environment(hosts: Collection[str], sources: Sequence[str] = ()) -> Dict[str, str]:
     """Tuned Ansible settings for a run over ``hosts`` of the inventory ``sources``
-    (:func:`dlsetup.fleet.tuned_ansible_env`, with facts cached per host in JSON in a folder of that
-    inventory's own under :func:`cache_dir` (:func:`dlsetup.fleet.fact_cache_dir`), in memory only when
+    (:func:`dlsetup.runner.settings.tuned_ansible_env`, with facts cached per host in JSON in a folder of that
+    inventory's own under :func:`cache_dir` (:func:`dlsetup.runner.settings.fact_cache_dir`), in memory only when
     a host name is a path, a chroot, which the JSON cache cannot name a file after); the user's own
     ``ANSIBLE_*`` environment wins over each of them."""
-    from dlsetup.fleet import fact_cache_dir, tuned_ansible_env
+    from dlsetup.runner.settings import fact_cache_dir, tuned_ansible_env
 
     tuned = {
         **tuned_ansible_env(len(hosts), fact_cache_dir(sources, cache_dir()),
