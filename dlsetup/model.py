@@ -357,7 +357,7 @@ def _convert(tp: Any, value: Any) -> Any:
         return _convert(inner[0], value)
     if origin is tuple:
         return tuple(_convert(args[0], v) for v in value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value)
     if tp is float and isinstance(value, int):
         return float(value)
@@ -385,7 +385,7 @@ def _schema_for(tp: Any, defs: dict) -> dict:
         return {"anyOf": [_schema_for(inner[0], defs), {"type": "null"}]}
     if origin is tuple:
         return {"type": "array", "items": _schema_for(args[0], defs)}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         name = tp.__name__
         if name not in defs:
             defs[name] = {}  # placeholder against recursion

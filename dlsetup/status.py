@@ -149,7 +149,7 @@ def _kernels(p: HostProfile, plan: "Plan", roles: Tuple[str, ...]) -> List[Item]
     for module in modules:
         for release, role in wanted:
             image = state.image(release)
-            if image is None:
+            if image is None or release is None:
                 continue
             source = getattr(image, f"{module}_module")
             fix = "" if source else kernel_module_fix(p, module, release)
@@ -210,7 +210,7 @@ def _rocm(p: HostProfile, variables: Mapping[str, Any], roles: Tuple[str, ...]) 
         return []
     want = str(variables["rocm_version"])
     have = p.amd.rocm_version
-    ok = bool(have) and (have == want or have.startswith(want + "."))
+    ok = bool(have and (have == want or have.startswith(want + ".")))
     return [Item("ROCm", want, have or "not installed", ok, "" if ok else "dlsetup provision")]
 
 

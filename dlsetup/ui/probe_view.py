@@ -10,7 +10,7 @@ from dlsetup.model import HostProfile
 from dlsetup.ui.format import UNKNOWN, size, val
 
 
-def _kv(title: str, rows) -> Table:
+def _kv(title: str, rows) -> Panel:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -94,9 +94,10 @@ def render_profile(profile: HostProfile, console: Console) -> None:
         row = [("└ " if d.parent else "") + d.name, d.media, size(d.size_bytes), d.model or "", holds]
         disks.add_row(*row, *([d.by_id or ""] if show_ids else []))
     console.print(disks)
-    for a in profile.storage.arrays:
-        health = "degraded" if a.degraded else "healthy" if a.degraded is False else UNKNOWN
-        console.print(f"[bold]{a.name}[/]: {val(a.level)} {a.state}, {health}, members {', '.join(x.device for x in a.members)}")
+    for array in profile.storage.arrays:
+        health = "degraded" if array.degraded else "healthy" if array.degraded is False else UNKNOWN
+        members = ", ".join(x.device for x in array.members)
+        console.print(f"[bold]{array.name}[/]: {val(array.level)} {array.state}, {health}, members {members}")
     for mount in profile.storage.mounts:
         console.print(f"  {mount.mountpoint} ({val(mount.fstype)} on {mount.device}): {size(mount.free_bytes)} free of {size(mount.size_bytes)}")
     for note in profile.notes:
