@@ -399,7 +399,8 @@ def storage_fast(p: HostProfile) -> Iterator[Finding]:
         yield Finding("storage.redundancy", "pass", "redundant arrays: " + ", ".join(a.name for a in redundant))
     else:
         yield Finding("storage.redundancy", "info", "no redundant array for data",
-                      "A RAID1/10 over NVMe protects checkpoints from a disk failure: dlsetup plan --storage /data:raid10.")
+                      "A RAID1/10 over NVMe protects checkpoints from a disk failure: "
+                      "dlsetup plan --storage /data:raid10.")
 
 
 @rule

@@ -63,8 +63,8 @@ def drop_stale_facts(directory: Path, hosts: Sequence[Any]) -> Tuple[str, ...]:
 
 #: what makes two probed hosts the same machine: the kernel that runs (its boot id, random per boot),
 #: the root filesystem it sees (device and inode of ``/``: a chroot or container of that kernel has its
-#: own), both needed, and /etc/machine-id (empty on a minimal system). Cloned images share a machine id, not a boot id; hosts in chroots or
-#: containers of one kernel share a boot id, not a root.
+#: own), both needed, and /etc/machine-id (empty on a minimal system). Cloned images share a machine id,
+#: not a boot id; hosts in chroots or containers of one kernel share a boot id, not a root.
 IDENTITY_KEYS = ("boot_id", "root", "machine_id")
 
 

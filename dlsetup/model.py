@@ -265,7 +265,8 @@ class KernelImage:
     nvidia_module: Optional[str] = None  #: where nvidia.ko comes from: "dkms", "precompiled", None: absent
     amdgpu_module: Optional[str] = None  #: where amdgpu.ko comes from: "dkms", "precompiled", "in-tree", None
     headers: Optional[bool] = None  #: kernel headers installed (/lib/modules/<v>/build or linux-headers-<v>)
-    dkms: Tuple[str, ...] = ()  #: dkms status for this kernel, "module/version: state", e.g. "nvidia/580.95.05: installed"
+    #: dkms status for this kernel, "module/version: state", e.g. "nvidia/580.95.05: installed"
+    dkms: Tuple[str, ...] = ()
     dkms_failure: Optional[str] = None  #: the first error of the last failed DKMS build for this kernel
 
 

@@ -216,7 +216,8 @@ def _rocm(p: HostProfile, variables: Mapping[str, Any], roles: Tuple[str, ...]) 
 
 def planned_accelerator(variables: Mapping[str, Any]) -> Optional[str]:
     """"cuda 13.0", "rocm 7.0" or "cpu" from the PyTorch wheel index the plan uses; None: not told."""
-    vendor = [str(i.get("url") or "") for i in variables.get("frameworks_pip_vendor_indexes") or () if isinstance(i, dict)]
+    vendor = [str(i.get("url") or "") for i in variables.get("frameworks_pip_vendor_indexes") or ()
+              if isinstance(i, dict)]
     for url in vendor + list(variables.get("frameworks_pip_extra_index_urls") or ()) + [
             variables.get("frameworks_pip_index_url") or ""]:
         tail = str(url).rstrip("/").rsplit("/", 1)[-1]
@@ -309,7 +310,8 @@ def _arrays(p: HostProfile, variables: Mapping[str, Any]) -> List[Item]:
     for array in arrays.values():
         bad = array.degraded or array.state == "inactive" or any(m.state == "faulty" for m in array.members)
         faulty = [m.device for m in array.members if m.state == "faulty"]
-        found = array.state + (" degraded" if array.degraded else "") + (f", faulty {', '.join(faulty)}" if faulty else "")
+        found = (array.state + (" degraded" if array.degraded else "")
+                 + (f", faulty {', '.join(faulty)}" if faulty else ""))
         if array.sync_action:
             found += f", {array.sync_action} {array.sync_progress_pct or 0:.0f}%"
         fix = ""
@@ -407,7 +409,8 @@ def _remote(host: Any, task: str) -> Outcome:
     from dlsetup.probe import enrich
 
     if host.status in ("failed", "unreachable"):
-        return ProbeFailure(host.host, host.status, host.failure.message if host.failure else f"the probe {host.status}")
+        return ProbeFailure(host.host, host.status,
+                            host.failure.message if host.failure else f"the probe {host.status}")
     try:
         data = json.loads(str(host.captured[task]["stdout"]))
         profile = HostProfile.from_dict(data["profile"])

@@ -62,7 +62,8 @@ def scan_pci(host: Host) -> List[dict]:
             continue
         driver = host.readlink(base + "/driver")
         numa = int_or_none(host.read(base + "/numa_node"))
-        sub_vendor, sub_device = _hex4(host.read(base + "/subsystem_vendor")), _hex4(host.read(base + "/subsystem_device"))
+        sub_vendor = _hex4(host.read(base + "/subsystem_vendor"))
+        sub_device = _hex4(host.read(base + "/subsystem_device"))
         gpu = {
             "vendor": GPU_VENDORS[vendor_id],
             "pci_bus_id": addr.lower(),

@@ -79,7 +79,8 @@ def render_profile(profile: HostProfile, console: Console) -> None:
         console.print(f"[bold]NVIDIA driver[/]: {state}")
     if profile.amd_gpus:
         a = profile.amd
-        console.print(f"[bold]AMD[/]: amdgpu {val(a.amdgpu_loaded)}, KFD {val(a.kfd_present)}, ROCm {val(a.rocm_version)}")
+        console.print(f"[bold]AMD[/]: amdgpu {val(a.amdgpu_loaded)}, KFD {val(a.kfd_present)}, "
+                      f"ROCm {val(a.rocm_version)}")
 
     devices = [d for d in profile.storage.devices if d.type != "loop" and d.size_bytes != 0]
     disks = Table(title="Storage", title_justify="left")
@@ -99,6 +100,7 @@ def render_profile(profile: HostProfile, console: Console) -> None:
         members = ", ".join(x.device for x in array.members)
         console.print(f"[bold]{array.name}[/]: {val(array.level)} {array.state}, {health}, members {members}")
     for mount in profile.storage.mounts:
-        console.print(f"  {mount.mountpoint} ({val(mount.fstype)} on {mount.device}): {size(mount.free_bytes)} free of {size(mount.size_bytes)}")
+        console.print(f"  {mount.mountpoint} ({val(mount.fstype)} on {mount.device}): "
+                      f"{size(mount.free_bytes)} free of {size(mount.size_bytes)}")
     for note in profile.notes:
         console.print(f"[yellow]note[/]: {note}")
