@@ -26,7 +26,8 @@ from typing import Iterator, Sequence
 
 from lab import rootfs
 
-#: Packages of the guest: a kernel, systemd with D-Bus (shutdown -r needs it), DHCP, sshd, and the disk tools the tests plant data with.
+#: Packages of the guest: a kernel, systemd with D-Bus (shutdown -r needs it), DHCP, sshd, and the disk tools
+#: the tests plant data with.
 #: xfsprogs is left out on purpose: the storage role installs it, so an interrupted run can hit dpkg.
 PACKAGES = ("linux-image-amd64", "systemd-sysv", "dbus", "udev", "ifupdown", "isc-dhcp-client", "openssh-server",
             "mdadm", "lvm2", "fdisk", "kmod", "initramfs-tools")
