@@ -3,12 +3,13 @@
 Each fleet (tests/lab/fleet.py: network namespaces, overlay Debian roots, sshd, real SSH) is converged
 once with the CPU role set (``common``, ``frameworks``), untimed; then the already converged fleet is
 run again with stock settings (forks 5, no pipelining, no fact cache), with dlsetup's tuned settings
-(:func:`dlsetup.fleet.tuned_ansible_env`: Ansible's linear strategy) and, where mitogen supports the
-installed ansible-core, with those plus mitogen's strategy; alternately, ``--repeat`` times each. Reported per run: wall time, whole-machine CPU from /proc/stat
-(the hosts share this machine's cores, so that is the honest figure; anything else running on the
-machine counts too), the controller's own CPU, and machine CPU per host-task (every task a host was
-given, skipped ones included) and per task that ran on a host. The last line is one
-JSON object. Needs root. Usage: ``.venv/bin/python benchmarks/fleet.py [--hosts 1 8 16] [--repeat 1]``.
+(:func:`dlsetup.runner.settings.tuned_ansible_env`: Ansible's linear strategy) and, where mitogen
+supports the installed ansible-core, with those plus mitogen's strategy; alternately, ``--repeat`` times
+each. Reported per run: wall time, whole-machine CPU from /proc/stat (the hosts share this machine's
+cores, so that is the honest figure; anything else running on the machine counts too), the controller's
+own CPU, and machine CPU per host-task (every task a host was given, skipped ones included) and per task
+that ran on a host. The last line is one JSON object. Needs root.
+Usage: ``.venv/bin/python benchmarks/fleet.py [--hosts 1 8 16] [--repeat 1]``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Dict, List, Mapping
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from dlsetup.fleet import tuned_ansible_env  # noqa: E402
+from dlsetup.runner.settings import tuned_ansible_env  # noqa: E402
 from lab.fleet import Fleet  # noqa: E402
 
 PLAYBOOK = REPO / "playbooks" / "site.yml"
@@ -97,7 +98,8 @@ def bench(count: int, repeat: int, workdir: Path) -> Dict[str, object]:
         figures["machine_cpu_per_run_task_s"] = round(figures["machine_cpu_s"] / figures["host_tasks_run"], 4)
         if name != "stock":
             figures["wall_speedup"] = round(runs_median(runs["stock"], "wall_s") / figures["wall_s"], 2)
-            figures["machine_cpu_ratio"] = round(runs_median(runs["stock"], "machine_cpu_s") / figures["machine_cpu_s"], 2)
+            figures["machine_cpu_ratio"] = round(
+                runs_median(runs["stock"], "machine_cpu_s") / figures["machine_cpu_s"], 2)
         result[name] = figures
     return result
 

@@ -399,7 +399,8 @@ def storage_fast(p: HostProfile) -> Iterator[Finding]:
         yield Finding("storage.redundancy", "pass", "redundant arrays: " + ", ".join(a.name for a in redundant))
     else:
         yield Finding("storage.redundancy", "info", "no redundant array for data",
-                      "A RAID1/10 over NVMe protects checkpoints from a disk failure: dlsetup plan --storage /data:raid10.")
+                      "A RAID1/10 over NVMe protects checkpoints from a disk failure: "
+                      "dlsetup plan --storage /data:raid10.")
 
 
 @rule
@@ -408,10 +409,11 @@ def storage_free(p: HostProfile) -> Iterator[Finding]:
     if not mounts:
         return
     best = max(mounts, key=lambda m: m.free_bytes or 0)
-    msg = f"most free space: {_gib(best.free_bytes)} on {best.mountpoint}"
-    if best.free_bytes < FREE_SPACE_FAIL:
+    free = best.free_bytes or 0  # never None: only mounts with a free size are compared
+    msg = f"most free space: {_gib(free)} on {best.mountpoint}"
+    if free < FREE_SPACE_FAIL:
         yield Finding("storage.free", "fail", msg, "Free space or add a disk before installing the stack.")
-    elif best.free_bytes < FREE_SPACE_WARN:
+    elif free < FREE_SPACE_WARN:
         yield Finding("storage.free", "warn", msg, "Datasets and checkpoints need room; add a data disk.")
     else:
         yield Finding("storage.free", "pass", msg)

@@ -265,7 +265,8 @@ class KernelImage:
     nvidia_module: Optional[str] = None  #: where nvidia.ko comes from: "dkms", "precompiled", None: absent
     amdgpu_module: Optional[str] = None  #: where amdgpu.ko comes from: "dkms", "precompiled", "in-tree", None
     headers: Optional[bool] = None  #: kernel headers installed (/lib/modules/<v>/build or linux-headers-<v>)
-    dkms: Tuple[str, ...] = ()  #: dkms status for this kernel, "module/version: state", e.g. "nvidia/580.95.05: installed"
+    #: dkms status for this kernel, "module/version: state", e.g. "nvidia/580.95.05: installed"
+    dkms: Tuple[str, ...] = ()
     dkms_failure: Optional[str] = None  #: the first error of the last failed DKMS build for this kernel
 
 
@@ -357,7 +358,7 @@ def _convert(tp: Any, value: Any) -> Any:
         return _convert(inner[0], value)
     if origin is tuple:
         return tuple(_convert(args[0], v) for v in value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value)
     if tp is float and isinstance(value, int):
         return float(value)
@@ -385,7 +386,7 @@ def _schema_for(tp: Any, defs: dict) -> dict:
         return {"anyOf": [_schema_for(inner[0], defs), {"type": "null"}]}
     if origin is tuple:
         return {"type": "array", "items": _schema_for(args[0], defs)}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         name = tp.__name__
         if name not in defs:
             defs[name] = {}  # placeholder against recursion

@@ -33,8 +33,9 @@ Accepted, for example: ``/data``, ``/scratch``, ``/srv``, ``/srv/datasets``, ``/
 
 **The framework venv.** ``python3 -m venv PATH`` writes ``PATH/bin/python3`` and ``pyvenv.cfg`` and pip
 then installs into ``PATH/lib``: on ``/usr`` or ``/usr/local`` that overwrites the system's own Python.
-The venv is refused where a mount point is (the container stores included): in a system tree (below ``/usr``, the distribution's
-territory, and the cleaned ``/tmp`` and ``/var/tmp`` included), on a shared directory or an ancestor.
+The venv is refused where a mount point is (the container stores included): in a system tree (below
+``/usr``, the distribution's territory, and the cleaned ``/tmp`` and ``/var/tmp`` included), on a shared
+directory or an ancestor.
 
 **pip's index** (``--pip-index-url``) is an ``http://`` or ``https://`` URL with a host, or a
 ``file:///`` URL of a local directory (a mirror on disk), at most 2048 characters, without blanks or
@@ -99,7 +100,7 @@ def _parts(path: str) -> Tuple[str, ...]:
 def _matches(parts: Tuple[str, ...], pattern: str) -> bool:
     pattern_parts = _parts(pattern)
     return len(parts) == len(pattern_parts) and all(
-        fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern_parts))
+        fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern_parts, strict=True))
 
 
 def _is_within(parts: Tuple[str, ...], tree: str) -> bool:

@@ -149,7 +149,7 @@ def _kernels(p: HostProfile, plan: "Plan", roles: Tuple[str, ...]) -> List[Item]
     for module in modules:
         for release, role in wanted:
             image = state.image(release)
-            if image is None:
+            if image is None or release is None:
                 continue
             source = getattr(image, f"{module}_module")
             fix = "" if source else kernel_module_fix(p, module, release)
@@ -210,13 +210,14 @@ def _rocm(p: HostProfile, variables: Mapping[str, Any], roles: Tuple[str, ...]) 
         return []
     want = str(variables["rocm_version"])
     have = p.amd.rocm_version
-    ok = bool(have) and (have == want or have.startswith(want + "."))
+    ok = bool(have and (have == want or have.startswith(want + ".")))
     return [Item("ROCm", want, have or "not installed", ok, "" if ok else "dlsetup provision")]
 
 
 def planned_accelerator(variables: Mapping[str, Any]) -> Optional[str]:
     """"cuda 13.0", "rocm 7.0" or "cpu" from the PyTorch wheel index the plan uses; None: not told."""
-    vendor = [str(i.get("url") or "") for i in variables.get("frameworks_pip_vendor_indexes") or () if isinstance(i, dict)]
+    vendor = [str(i.get("url") or "") for i in variables.get("frameworks_pip_vendor_indexes") or ()
+              if isinstance(i, dict)]
     for url in vendor + list(variables.get("frameworks_pip_extra_index_urls") or ()) + [
             variables.get("frameworks_pip_index_url") or ""]:
         tail = str(url).rstrip("/").rsplit("/", 1)[-1]
@@ -309,7 +310,8 @@ def _arrays(p: HostProfile, variables: Mapping[str, Any]) -> List[Item]:
     for array in arrays.values():
         bad = array.degraded or array.state == "inactive" or any(m.state == "faulty" for m in array.members)
         faulty = [m.device for m in array.members if m.state == "faulty"]
-        found = array.state + (" degraded" if array.degraded else "") + (f", faulty {', '.join(faulty)}" if faulty else "")
+        found = (array.state + (" degraded" if array.degraded else "")
+                 + (f", faulty {', '.join(faulty)}" if faulty else ""))
         if array.sync_action:
             found += f", {array.sync_action} {array.sync_progress_pct or 0:.0f}%"
         fix = ""
@@ -369,13 +371,14 @@ def read_inventory(source: Path, limit: Optional[str], venv: str) -> Dict[str, O
 
     The run itself lists the hosts and their bundles (a controller-side ``set_fact``): no
     ``ansible-inventory`` run first, which costs a Python start-up and an inventory parse. Ansible caps
-    its forks at the hosts it has, so the run is tuned for :data:`~dlsetup.fleet.MAX_FORKS`. Only when
-    the run finds no host is the inventory listed, for its one-line error."""
+    its forks at the hosts it has, so the run is tuned for :data:`~dlsetup.runner.settings.MAX_FORKS`.
+    Only when the run finds no host is the inventory listed, for its one-line error."""
     from dlsetup.errors import EXIT_HOSTS_FAILED, DlsetupError, UsageError
-    from dlsetup.fleet import HOST_BUNDLE_VAR, MAX_FORKS, ProbeFailure
+    from dlsetup.fleet import HOST_BUNDLE_VAR, ProbeFailure
     from dlsetup.inventory import load_inventory
     from dlsetup.remote import TASK, build_zipapp
     from dlsetup.runner import RunOptions, cache_dir, run_playbooks
+    from dlsetup.runner.settings import MAX_FORKS
 
     if not source.exists():
         raise UsageError(f"inventory not found: {source}")
@@ -406,7 +409,8 @@ def _remote(host: Any, task: str) -> Outcome:
     from dlsetup.probe import enrich
 
     if host.status in ("failed", "unreachable"):
-        return ProbeFailure(host.host, host.status, host.failure.message if host.failure else f"the probe {host.status}")
+        return ProbeFailure(host.host, host.status,
+                            host.failure.message if host.failure else f"the probe {host.status}")
     try:
         data = json.loads(str(host.captured[task]["stdout"]))
         profile = HostProfile.from_dict(data["profile"])

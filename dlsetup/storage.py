@@ -215,7 +215,7 @@ def _default_level(count: int) -> str:
     return {1: "single", 2: "raid1"}.get(count, "raid5")
 
 
-def _array_name(mountpoint: str, taken: set) -> str:
+def _array_name(mountpoint: str, taken: set[str]) -> str:
     base = re.sub(r"[^a-z0-9_-]+", "-", posixpath.basename(mountpoint).lower()).strip("-")[:20] or "data"
     base = base if _NAME.match(base) else f"d-{base}"
     name, n = base, 1
@@ -238,7 +238,8 @@ def propose_layout(profile: HostProfile, request: StorageRequest) -> StorageLayo
     free: List[str] = [d.by_id for d in profile.storage.devices
                        if d.media in FAST_MEDIA and d.by_id and d.by_id not in ids and is_unused(d, profile)]
     unassigned = [a for a in request.arrays if not a.disks]
-    arrays, taken = [], set()
+    arrays: List[Array] = []
+    taken: set[str] = set()
     for a in request.arrays:
         if a.disks:
             members = tuple(_resolve(d, profile) for d in a.disks)
@@ -337,7 +338,7 @@ def _findings(profile: HostProfile, layout: StorageLayout) -> List[Tuple[Refusal
         names = {d.name for d in devices if d is not None}
         owners, ours = _owners(profile, array, names)
         mine = (ours.name, array.mountpoint) if ours is not None else None
-        for member, dev in zip(array.members, devices):
+        for member, dev in zip(array.members, devices, strict=True):
             if dev is None:
                 found.append((Refusal(member, "is not a disk of this host"), None))
                 continue

@@ -49,7 +49,8 @@ def torch_venv() -> Path:
     if not python.exists():
         wheel = torch_wheel()
         if wheel is None:
-            missing_tool(f"no CPU torch wheel for this Python in {WHEELS} (set DLSETUP_TORCH_WHEELS to a folder with one)")
+            missing_tool(f"no CPU torch wheel for this Python in {WHEELS} "
+                         "(set DLSETUP_TORCH_WHEELS to a folder with one)")
         assert wheel is not None
         subprocess.run([sys.executable, "-m", "venv", str(TORCH_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--find-links", str(WHEELS), str(wheel)],

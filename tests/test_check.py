@@ -9,7 +9,8 @@ import pytest
 
 from conftest import H100_BUNDLE, REPO
 from dlsetup.advice import run_checks, worst
-from dlsetup.model import GPU, BlockDevice, CPUInfo, HostProfile, MdArray, MemoryInfo, Mount, NvidiaState, OSInfo, StorageInfo
+from dlsetup.model import (GPU, BlockDevice, CPUInfo, HostProfile, MdArray, MemoryInfo, Mount, NvidiaState, OSInfo,
+                           StorageInfo)
 from dlsetup.probe import probe
 
 GIB = 1024**3
@@ -95,18 +96,23 @@ CASES = [
     ("8 GiB is small", with_(gpus=(dataclasses.replace(GTX1080, memory_bytes=6 * GIB),)), "gpu.vram", "warn", "6 GiB"),
     ("x8 link", with_(gpus=(dataclasses.replace(RTX4090, pcie_width_current=8),)), "gpu.pcie", "warn", "x8"),
     ("idle gen downshift", with_(gpus=(dataclasses.replace(RTX4090, pcie_gen_current=1),)), "gpu.pcie", "info", "gen1"),
-    ("2 cores for 4 gpus", with_(gpus=(RTX4090,) * 4, cpu=CPUInfo(physical_cores=8)), "cpu.cores_per_gpu", "warn", "2.0 per GPU"),
+    ("2 cores for 4 gpus", with_(gpus=(RTX4090,) * 4, cpu=CPUInfo(physical_cores=8)),
+     "cpu.cores_per_gpu", "warn", "2.0 per GPU"),
     ("no avx2", with_(cpu=CPUInfo(avx2=False)), "cpu.avx2", "warn", "AVX2"),
     ("32 GiB ram", with_(memory=MemoryInfo(total_bytes=32 * GIB)), "memory.total", "warn", "32 GiB"),
     ("4x4090 needs 192 GiB", with_(gpus=(RTX4090,) * 4), "memory.vs_vram", "warn", "96 GiB of GPU memory"),
-    ("hdd only", with_(storage=StorageInfo(devices=(BlockDevice(name="sda", type="disk", media="hdd", size_bytes=8 * 10**12),))),
+    ("hdd only",
+     with_(storage=StorageInfo(devices=(BlockDevice(name="sda", type="disk", media="hdd", size_bytes=8 * 10**12),))),
      "storage.fast", "warn", "hdd"),
-    ("degraded raid", with_(storage=StorageInfo(arrays=(MdArray(name="md0", state="active", level="raid1", degraded=True),))),
+    ("degraded raid",
+     with_(storage=StorageInfo(arrays=(MdArray(name="md0", state="active", level="raid1", degraded=True),))),
      "storage.raid", "fail", "md0"),
-    ("disk nearly full", with_(storage=StorageInfo(mounts=(Mount(mountpoint="/", device="/dev/sda1", free_bytes=5 * GIB),))),
+    ("disk nearly full",
+     with_(storage=StorageInfo(mounts=(Mount(mountpoint="/", device="/dev/sda1", free_bytes=5 * GIB),))),
      "storage.free", "fail", "5 GiB"),
     ("psu for 4x4090", with_(gpus=(RTX4090,) * 4), "power.psu", "info", "2500-2750 W"),
-    ("unsupported os", with_(os=OSInfo(id="fedora", version_id="41", pretty_name="Fedora Linux 41")), "os.supported", "fail", "Fedora"),
+    ("unsupported os", with_(os=OSInfo(id="fedora", version_id="41", pretty_name="Fedora Linux 41")),
+     "os.supported", "fail", "Fedora"),
     ("secure boot on", with_(gpus=(RTX4090,), os=OSInfo(id="ubuntu", version_id="24.04", secure_boot="enabled")),
      "os.secure_boot", "warn", "enabled"),
     ("driver mismatch", with_(gpus=(RTX4090,), nvidia=NvidiaState(kernel_module_version="570.86.15",
@@ -114,10 +120,13 @@ CASES = [
      "driver.mismatch", "fail", "570.86.15"),
     ("nouveau", with_(gpus=(RTX4090,), nvidia=NvidiaState(kernel_module_loaded=False, nouveau_loaded=True)),
      "driver.nouveau", "warn", "nouveau"),
-    ("igpu only", with_(gpus=(GPU(vendor="intel", pci_bus_id="0000:00:02.0", integrated=True),)), "gpu.present", "warn", "integrated"),
-    ("amd mi300x", with_(gpus=(GPU(vendor="amd", pci_bus_id="0000:05:00.0", index=0, gfx_target="gfx942", memory_bytes=192 * GIB),)),
+    ("igpu only", with_(gpus=(GPU(vendor="intel", pci_bus_id="0000:00:02.0", integrated=True),)),
+     "gpu.present", "warn", "integrated"),
+    ("amd mi300x",
+     with_(gpus=(GPU(vendor="amd", pci_bus_id="0000:05:00.0", index=0, gfx_target="gfx942", memory_bytes=192 * GIB),)),
      "gpu.supported", "pass", "gfx942"),
-    ("rdna2 not in rocm list", with_(gpus=(GPU(vendor="amd", pci_bus_id="0000:05:00.0", index=0, gfx_target="gfx1031"),)),
+    ("rdna2 not in rocm list",
+     with_(gpus=(GPU(vendor="amd", pci_bus_id="0000:05:00.0", index=0, gfx_target="gfx1031"),)),
      "gpu.supported", "warn", "gfx1031"),
 ]
 

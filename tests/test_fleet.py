@@ -18,7 +18,7 @@ from dlsetup.errors import EXIT_HOSTS_FAILED, EXIT_USAGE, UsageError
 from dlsetup.inventory import load_inventory
 from dlsetup.plan import load_request, make_plan
 from dlsetup.probe import probe
-from dlsetup.runner import HostResult, TaskFailure
+from dlsetup.runner import HostResult, TaskFailure, settings
 
 #: the files that tell a probe the NVIDIA driver is installed and loaded
 NVIDIA_DRIVER_FILES = ("proc/driver", "nvml.json", "cmd/nvidia-smi-L.out", "cmd/nvidia-smi-q-x.out",
@@ -48,29 +48,29 @@ def bundles(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 def test_tuned_env_forks_per_host_pipelining_and_host_keys(tmp_path: Path) -> None:
-    env = fleet.tuned_ansible_env(8, tmp_path, mitogen=False)
+    env = settings.tuned_ansible_env(8, tmp_path, mitogen=False)
     assert env["ANSIBLE_FORKS"] == "8"
     assert env["ANSIBLE_PIPELINING"] == "True"
     assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
     assert "ControlPersist=120s" in env["ANSIBLE_SSH_ARGS"] and "-C" not in env["ANSIBLE_SSH_ARGS"].split()
-    assert env["ANSIBLE_GATHER_SUBSET"] == fleet.GATHER_SUBSET
+    assert env["ANSIBLE_GATHER_SUBSET"] == settings.GATHER_SUBSET
     assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path)
     assert "ANSIBLE_STRATEGY" not in env
-    assert fleet.tuned_ansible_env(0, tmp_path)["ANSIBLE_FORKS"] == "1"
-    assert fleet.tuned_ansible_env(500, tmp_path)["ANSIBLE_FORKS"] == str(fleet.MAX_FORKS)
+    assert settings.tuned_ansible_env(0, tmp_path)["ANSIBLE_FORKS"] == "1"
+    assert settings.tuned_ansible_env(500, tmp_path)["ANSIBLE_FORKS"] == str(settings.MAX_FORKS)
 
 
 def test_mitogen_strategy_when_supported_linear_fallback_when_not(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    plugins = fleet.mitogen_strategy_plugins()
+    plugins = settings.mitogen_strategy_plugins()
     assert plugins is not None and (plugins / "mitogen_linear.py").is_file()
-    assert "ANSIBLE_STRATEGY" not in fleet.tuned_ansible_env(16, tmp_path)  # opt-in
-    env = fleet.tuned_ansible_env(16, tmp_path, mitogen=True)
+    assert "ANSIBLE_STRATEGY" not in settings.tuned_ansible_env(16, tmp_path)  # opt-in
+    env = settings.tuned_ansible_env(16, tmp_path, mitogen=True)
     assert (env["ANSIBLE_STRATEGY"], env["ANSIBLE_STRATEGY_PLUGINS"]) == ("mitogen_linear", str(plugins))
-    real = fleet._release
-    monkeypatch.setattr(fleet, "_release", lambda name: (2, 99) if name == "ansible-core" else real(name))
-    assert fleet.mitogen_strategy_plugins() is None
-    assert "ANSIBLE_STRATEGY" not in fleet.tuned_ansible_env(16, tmp_path, mitogen=True)
+    real = settings._release
+    monkeypatch.setattr(settings, "_release", lambda name: (2, 99) if name == "ansible-core" else real(name))
+    assert settings.mitogen_strategy_plugins() is None
+    assert "ANSIBLE_STRATEGY" not in settings.tuned_ansible_env(16, tmp_path, mitogen=True)
 
 
 def test_plans_of_different_hardware_are_grouped(bundles: dict[str, Path]) -> None:

@@ -18,7 +18,7 @@ from dlsetup.errors import EXIT_USAGE, UsageError
 from dlsetup.inventory import Inventory
 from dlsetup.model import HostProfile, OSInfo
 from dlsetup.remote import RemoteHost, probe_hosts
-from dlsetup.runner import _environment
+from dlsetup.runner import _environment, settings
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -36,19 +36,19 @@ def test_each_inventory_has_its_own_fact_cache(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "lab.yml").write_text("all: {hosts: {gpu01: {}}}\n")
     (tmp_path / "prod.yml").write_text("all: {hosts: {gpu01: {}}}\n")
     cache = tmp_path / "cache"
-    lab, prod = (fleet.fact_cache_dir([str(tmp_path / n)], cache) for n in ("lab.yml", "prod.yml"))
+    lab, prod = (settings.fact_cache_dir([str(tmp_path / n)], cache) for n in ("lab.yml", "prod.yml"))
     assert lab != prod and lab.parent == prod.parent == cache / "facts"
     monkeypatch.chdir(tmp_path)  # the same file named another way is the same inventory
     (tmp_path / "sub").mkdir()
-    assert fleet.fact_cache_dir(["lab.yml"], cache) == lab
-    assert fleet.fact_cache_dir(["./sub/../lab.yml"], cache) == lab
-    assert fleet.fact_cache_dir([], cache) == cache / "facts" / "local"
-    assert fleet.fact_cache_dir(["gpu01,gpu02,"], cache) not in (lab, prod, cache / "facts" / "local")
+    assert settings.fact_cache_dir(["lab.yml"], cache) == lab
+    assert settings.fact_cache_dir(["./sub/../lab.yml"], cache) == lab
+    assert settings.fact_cache_dir([], cache) == cache / "facts" / "local"
+    assert settings.fact_cache_dir(["gpu01,gpu02,"], cache) not in (lab, prod, cache / "facts" / "local")
     # the runner's settings point Ansible at that folder
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     monkeypatch.delenv("ANSIBLE_CACHE_PLUGIN_CONNECTION", raising=False)
     env = _environment(["gpu01"], [str(tmp_path / "lab.yml")])
-    assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(fleet.fact_cache_dir(["lab.yml"], cache / "dlsetup"))
+    assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(settings.fact_cache_dir(["lab.yml"], cache / "dlsetup"))
     assert _environment(["gpu01"], [str(tmp_path / "prod.yml")])["ANSIBLE_CACHE_PLUGIN_CONNECTION"] != \
         env["ANSIBLE_CACHE_PLUGIN_CONNECTION"]
 
@@ -89,9 +89,9 @@ def test_gathered_facts_land_in_the_inventory_folder(tmp_path: Path, monkeypatch
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
     result = run_playbooks([play], [str(lab)], hosts=["gpu01"])
     assert result.host("gpu01").failed == 0
-    lab_facts = fleet.fact_cache_dir([str(lab)], tmp_path / "cache" / "dlsetup")
+    lab_facts = settings.fact_cache_dir([str(lab)], tmp_path / "cache" / "dlsetup")
     assert _cache(lab_facts).get("gpu01")["ansible_kernel"] == os.uname().release
-    other = fleet.fact_cache_dir([str(tmp_path / "prod.yml")], tmp_path / "cache" / "dlsetup")
+    other = settings.fact_cache_dir([str(tmp_path / "prod.yml")], tmp_path / "cache" / "dlsetup")
     assert not _cache(other).contains("gpu01")
 
 

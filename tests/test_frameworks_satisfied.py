@@ -33,7 +33,8 @@ def _dist(site: Path, name: str, version: str, *requires: str) -> None:
     """An installed distribution as importlib.metadata sees one: its dist-info metadata."""
     info = site / f"{name}-{version}.dist-info"
     info.mkdir()
-    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", *(f"Requires-Dist: {r}" for r in requires)]
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+             *(f"Requires-Dist: {r}" for r in requires)]
     (info / "METADATA").write_text("\n".join(lines) + "\n")
 
 

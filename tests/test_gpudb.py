@@ -30,7 +30,7 @@ def _captured_gpus() -> list[tuple[str, str, str]]:
         text = path.read_text()
         names = re.findall(r"^\s*Product Name\s*:\s*(.+?)\s*$", text, re.M)
         devices = re.findall(r"^\s*Device Id\s*:\s*0x([0-9A-F]{4})10DE\s*$", text, re.M)
-        found.extend((path.name, n, d.lower()) for n, d in zip(names, devices))
+        found.extend((path.name, n, d.lower()) for n, d in zip(names, devices, strict=False))
     return found
 
 

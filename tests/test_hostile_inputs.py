@@ -44,7 +44,7 @@ def one_line(done: subprocess.CompletedProcess, code: int = 2) -> str:
 
 #: 530 bytes that expand to 10**9 strings if anything walks them (the repr of an error message did).
 ALIAS_BOMB = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
-    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + "cuda: *i\n"
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)) + "cuda: *i\n"
 
 
 @pytest.mark.parametrize("raw,words", [

@@ -202,9 +202,9 @@ def as_nobody(*args: str, sudo: bool) -> subprocess.CompletedProcess:
         fake.write_text('#!/bin/sh\nprintf "sudo"; printf " [%s]" "$@"; echo\n')
         fake.chmod(0o755)
     try:
-        return subprocess.run([shutil.which("setpriv") or "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(INSTALL),
-                               *args], capture_output=True, text=True, env={"PATH": str(bin_dir)},
-                              timeout=60)
+        return subprocess.run([shutil.which("setpriv") or "setpriv", "--reuid=nobody", "--regid=nogroup",
+                               "--clear-groups", str(INSTALL), *args],
+                              capture_output=True, text=True, env={"PATH": str(bin_dir)}, timeout=60)
     finally:
         shutil.rmtree(bin_dir)
 

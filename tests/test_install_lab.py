@@ -117,7 +117,8 @@ def in_root(root: Path, command: str, timeout: int = 900) -> subprocess.Complete
     """``sh -c COMMAND`` in the root, as root there, with a clean environment plus pip's settings."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
            "LANG": "C.UTF-8", "TERM": "dumb"}
-    env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_") and k not in ("PIP_FIND_LINKS", "PIP_CERT")})
+    env.update({k: v for k, v in os.environ.items()
+                if k.startswith("PIP_") and k not in ("PIP_FIND_LINKS", "PIP_CERT")})
     return subprocess.run(["chroot", str(root), "sh", "-c", command], env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout)
 

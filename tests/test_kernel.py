@@ -40,7 +40,8 @@ def two_kernel_grub_cfg() -> str:
     ("dkms-status_dkms3_ubuntu.txt", [("nvidia", "535.86.05", "6.5.0-060500rc5-generic", "installed"),
                                       ("rtl8852bu", "1.19.3", "6.5.0-060500rc5-generic", "installed")]),
     ("dkms-status_dkms2_fedora.txt", [("nvidia", "396.45", k, "installed") for k in
-                                      ("4.17.11-200.fc28.x86_64", "4.17.12-200.fc28.x86_64", "4.17.14-202.fc28.x86_64")]),
+                                      ("4.17.11-200.fc28.x86_64", "4.17.12-200.fc28.x86_64",
+                                       "4.17.14-202.fc28.x86_64")]),
     ("dkms-status_dkms2_ubuntu.txt", [("nvidia", "460.91.03", "5.11.0-36-generic", "installed")]),
     ("dkms-status_dkms2_broken.txt", []),
 ])
@@ -75,9 +76,11 @@ def test_grub_cfg_real_entries_and_default():
 def test_grub_default_saved_entry_picks_the_older_kernel():
     entries = kp.parse_grub_cfg(two_kernel_grub_cfg())
     assert kp.grub_default(entries, "0", None).kernel == NEW
-    saved = "gnulinux-advanced-bae9d9ac-cfb9-4e94-a5e5-faa77306bffb>gnulinux-6.8.0-88-generic-advanced-bae9d9ac-cfb9-4e94-a5e5-faa77306bffb"
+    saved = ("gnulinux-advanced-bae9d9ac-cfb9-4e94-a5e5-faa77306bffb>"
+             "gnulinux-6.8.0-88-generic-advanced-bae9d9ac-cfb9-4e94-a5e5-faa77306bffb")
     assert kp.grub_default(entries, "saved", saved).kernel == OLD
-    assert kp.grub_default(entries, "Advanced options for Ubuntu>Ubuntu, with Linux 6.8.0-88-generic", None).kernel == OLD
+    title = "Advanced options for Ubuntu>Ubuntu, with Linux 6.8.0-88-generic"
+    assert kp.grub_default(entries, title, None).kernel == OLD
 
 
 def test_version_order_is_numeric():

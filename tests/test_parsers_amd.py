@@ -104,8 +104,10 @@ def test_mi300x_rocm_smi_concise():
 @pytest.mark.parametrize(
     ("name", "count", "driver", "buses", "pcie_gen"),
     [
-        ("rocm-smi_4x-mi100_rocm6.0.2.json", 4, "6.3.6", ["0000:83:00.0", "0000:a3:00.0", "0000:c3:00.0", "0000:e3:00.0"], 4),
-        ("rocm-smi_6x-mi100_rocm5.7.1.json", 6, "6.2.4", ["0000:1e:00.0", "0000:22:00.0", "0000:3f:00.0", "0000:43:00.0", "0000:46:00.0", "0000:49:00.0"], 3),
+        ("rocm-smi_4x-mi100_rocm6.0.2.json", 4, "6.3.6",
+         ["0000:83:00.0", "0000:a3:00.0", "0000:c3:00.0", "0000:e3:00.0"], 4),
+        ("rocm-smi_6x-mi100_rocm5.7.1.json", 6, "6.2.4",
+         ["0000:1e:00.0", "0000:22:00.0", "0000:3f:00.0", "0000:43:00.0", "0000:46:00.0", "0000:49:00.0"], 3),
     ],
 )  # fmt: skip
 def test_mi100_across_rocm_versions(name, count, driver, buses, pcie_gen):
@@ -143,7 +145,8 @@ def test_mi50_vega20():
     report = parse_rocm_smi_json(_read("rocm-smi_mi50-vega20_2021.json"))
     (gpu,) = report.gpus
     assert report.driver_version == "5.9.17"
-    assert (gpu["name"], gpu["pci_device_id"], gpu["pci_bus_id"]) == ("Radeon Instinct MI50 32GB", "66a1", "0000:63:00.0")
+    assert (gpu["name"], gpu["pci_device_id"], gpu["pci_bus_id"]) == \
+        ("Radeon Instinct MI50 32GB", "66a1", "0000:63:00.0")
     assert (gpu["memory_bytes"], gpu["serial"], gpu["power_limit_w"]) == (34342961152, "692024000810", 225.0)
     assert gpu["uuid"] == "GPU-02f048617326b1ea"  # zero-padded to 16 digits as ROCr prints it
 
@@ -173,7 +176,8 @@ def test_kfd_cpu_node_is_not_a_gpu():
 
 @pytest.mark.parametrize(
     ("version", "target"),
-    [(90010, "gfx90a"), (90402, "gfx942"), (110000, "gfx1100"), (100301, "gfx1031"), (90008, "gfx908"), (90006, "gfx906")],
+    [(90010, "gfx90a"), (90402, "gfx942"), (110000, "gfx1100"), (100301, "gfx1031"), (90008, "gfx908"),
+     (90006, "gfx906")],
 )
 def test_gfx_from_version(version, target):
     assert gfx_from_version(version) == target

@@ -322,7 +322,8 @@ def test_topo_bundle_and_matrix_layout() -> None:
         "GPU0\t X \tNV12\tSYS\tPXB\t0-15\t0\t\tN/A\n"
         "GPU1\tNV12\t X \tSYS\tPXB\t0-15\t0\t\tN/A\n"
         "GPU2\tSYS\tSYS\t X \tSYS\t16-31\t1\t\tN/A\n"
-        "NIC0\tPXB\tPXB\tSYS\t X \n\nLegend:\n\n  X    = Self\n  NV#  = Connection traversing a bonded set of # NVLinks\n"
+        "NIC0\tPXB\tPXB\tSYS\t X \n\nLegend:\n\n  X    = Self\n"
+        "  NV#  = Connection traversing a bonded set of # NVLinks\n"
     )
     assert parse_topo_matrix(matrix) == (GPULink(0, 1, "NV12"), GPULink(0, 2, "SYS"), GPULink(1, 2, "SYS"))
 

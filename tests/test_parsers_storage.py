@@ -156,7 +156,8 @@ def test_ascii_tree_with_lvm_over_loops():
 
 def test_utf8_tree_and_roms():
     devices = _devices(parse_lsblk_table, LSBLK / "lsblk_default_ubuntu18.04-vm_snaps_unicode-tree.txt")
-    assert (devices["sda2"].parent, devices["sda2"].mountpoints, devices["sda2"].size_bytes) == ("sda", ("/",), 20 * 1024**3)
+    sda2 = devices["sda2"]
+    assert (sda2.parent, sda2.mountpoints, sda2.size_bytes) == ("sda", ("/",), 20 * 1024**3)
     assert [d.name for d in devices.values() if d.media == "optical"] == ["sr0", "sr1"]
     assert devices["loop10"].mountpoints == ("/snap/core/7917",)
     assert devices["fd0"].parent is None and len(devices) == 17
@@ -206,7 +207,8 @@ def test_json_nested_children_and_value_variants():
 
 
 @pytest.mark.parametrize("parser", [parse_lsblk_json, parse_lsblk_pairs, parse_lsblk_table])
-@pytest.mark.parametrize("text", ["", "{", "[1, 2]", '{"blockdevices": [1, {"size": "x"}, {"name": null}]}', "\x00\n\n"])
+@pytest.mark.parametrize("text",
+                         ["", "{", "[1, 2]", '{"blockdevices": [1, {"size": "x"}, {"name": null}]}', "\x00\n\n"])
 def test_lsblk_garbage_gives_no_device(parser, text):
     assert parser(text) == ()
 

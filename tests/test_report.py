@@ -44,7 +44,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     ], devices, gpudb.by_name)
     paths["verify"] = out / "verify.json"
     paths["verify"].write_text(json.dumps({"kind": "verify", "host": "vm", "devices": devices, "checks": checks,
-                                           "framework": {"name": "torch", "version": measured["version"], "cuda": measured["cuda"], "hip": None},
+                                           "framework": {"name": "torch", "version": measured["version"],
+                                                         "cuda": measured["cuda"], "hip": None},
                                            "python": "/opt/venv/bin/python", "quick": False}))
     # a second host: the same capture under another name, as a fleet would list it
     fleet = json.loads(paths["check"].read_text())

@@ -74,7 +74,8 @@ def test_wrong_fingerprint_is_refused_before_anything_is_written(target: Path, l
     run = _converge(target, lab_mirror.url, mirror.WRONG_FINGERPRINT)
     assert run.returncode == 2, run.stdout
     assert (f"Refusing the signing key of the lab-cuda repository: {lab_mirror.url}/key.asc has fingerprint "
-            f"{lab_mirror.mirror.fingerprint}, but {mirror.WRONG_FINGERPRINT} is pinned") in " ".join(run.stdout.split())
+            f"{lab_mirror.mirror.fingerprint}, but {mirror.WRONG_FINGERPRINT} is pinned") in \
+        " ".join(run.stdout.split())
     assert "Nothing was stored" in " ".join(run.stdout.split())
     _nothing_stored(target)
 
@@ -123,8 +124,9 @@ def test_rerun_keeps_the_pinned_keyring_and_needs_no_network(target: Path, lab_m
     pinned = keyring.read_text()
     gnupg = tmp_path / "gnupg"
     gnupg.mkdir(mode=0o700)
-    other = subprocess.run(["gpg", "--homedir", str(gnupg), "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
-                            "other <other@example.invalid>"], capture_output=True)
+    other = subprocess.run(["gpg", "--homedir", str(gnupg), "--batch", "--pinentry-mode", "loopback",
+                            "--passphrase", "", "--quick-gen-key", "other <other@example.invalid>"],
+                           capture_output=True)
     assert other.returncode == 0, other.stderr
     exported = subprocess.run(["gpg", "--homedir", str(gnupg), "--armor", "--export"], capture_output=True, text=True)
     with mirror.serve(copy) as url:
@@ -132,7 +134,8 @@ def test_rerun_keeps_the_pinned_keyring_and_needs_no_network(target: Path, lab_m
             keyring.write_text(tampered)
             refetch = _converge(target, url, lab_mirror.mirror.fingerprint, packages)
             assert refetch.returncode == 0, refetch.stdout
-            store = re.search(r"TASK \[signed_apt_repo : Store the signing key of lab-cuda\] \**\n(\w+):", refetch.stdout)
+            store = re.search(r"TASK \[signed_apt_repo : Store the signing key of lab-cuda\] \**\n(\w+):",
+                              refetch.stdout)
             assert store and store.group(1) == "changed", refetch.stdout
             assert _keys(keyring, tmp_path) == [lab_mirror.mirror.fingerprint]  # the appended key is gone
 

@@ -17,7 +17,7 @@ import yaml
 from dlsetup.errors import UsageError
 from dlsetup.runner import RunOptions, run_playbooks
 from dlsetup.runner import records
-from dlsetup.runner.results import DETAIL_LINES, LINE_CHARS, HostResult, RunResult, TaskFailure, Tally, \
+from dlsetup.runner.results import DETAIL_LINES, LINE_CHARS, HostResult, RunResult, Tally, \
     failure_detail, failure_message
 
 from conftest import FIXTURES

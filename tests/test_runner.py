@@ -159,7 +159,8 @@ def test_environment_is_tuned_for_the_hosts(monkeypatch: pytest.MonkeyPatch, tmp
     assert "-C" not in env["ANSIBLE_SSH_ARGS"].split() and "ControlPersist=120s" in env["ANSIBLE_SSH_ARGS"]
     assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(tmp_path / "dlsetup" / "facts" / "local")
     chroot = _environment(["/srv/root1"])  # the JSON cache cannot name a file after a path
-    assert chroot["ANSIBLE_CACHE_PLUGIN"] == "ansible.builtin.memory" and "ANSIBLE_CACHE_PLUGIN_CONNECTION" not in chroot
+    assert chroot["ANSIBLE_CACHE_PLUGIN"] == "ansible.builtin.memory"
+    assert "ANSIBLE_CACHE_PLUGIN_CONNECTION" not in chroot
     monkeypatch.setenv("ANSIBLE_FORKS", "2")  # the user's own setting wins
     assert "ANSIBLE_FORKS" not in _environment(["h1", "h2", "h3"])
     assert RunOptions().cmdline() == [] and RunOptions(forks=4).cmdline() == ["--forks", "4"]
@@ -215,7 +216,8 @@ def test_extra_vars_are_files_not_arguments(tmp_path: Path) -> None:
     play = tmp_path / "vars.yml.play"
     play.write_text(yaml.safe_dump([{"name": "v", "hosts": "all", "gather_facts": False, "tasks": [
         # lookups run in the ansible-playbook process: its own argv
-        {"name": "argv", "ansible.builtin.debug": {"msg": "{{ lookup('ansible.builtin.file', '/proc/self/cmdline') }}"}},
+        {"name": "argv",
+         "ansible.builtin.debug": {"msg": "{{ lookup('ansible.builtin.file', '/proc/self/cmdline') }}"}},
         {"name": "values", "ansible.builtin.debug": {"msg": "{{ [secret, other, nested.k, from_file, later] }}"}}]}]))
     values = ("secret='s3cr3t pass' other=2", '{"nested": {"k": "json-value"}, "later": "first"}',
               f"@{tmp_path / 'vars.yml'}", "later=second")

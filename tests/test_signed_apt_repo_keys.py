@@ -23,7 +23,8 @@ from jinja2.nativetypes import NativeEnvironment
 REPO = Path(__file__).resolve().parents[1]
 ROLE = REPO / "roles" / "signed_apt_repo"
 
-_spec = importlib.util.spec_from_file_location("signed_apt_repo_keys", ROLE / "filter_plugins" / "signed_apt_repo_keys.py")
+_spec = importlib.util.spec_from_file_location("signed_apt_repo_keys",
+                                               ROLE / "filter_plugins" / "signed_apt_repo_keys.py")
 assert _spec and _spec.loader
 keys = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(keys)
@@ -155,13 +156,15 @@ def test_another_single_key_is_refused_with_its_fingerprint(gpg_keys: dict[str, 
 def test_the_pinned_key_as_a_subkey_of_another_key_is_refused(gpg_keys: dict[str, Key], show) -> None:
     """Only primary fingerprints count: the pinned fingerprint on a subkey line is not the pinned key."""
     a, b = gpg_keys["A"], gpg_keys["B"]
-    subkey = show(b.armored) + f"sub:-:255:22:{a.fingerprint[-16:]}:1::::::s:::::ed25519::\nfpr:::::::::{a.fingerprint}:\n"
+    subkey = (show(b.armored) + f"sub:-:255:22:{a.fingerprint[-16:]}:1::::::s:::::ed25519::\n"
+              f"fpr:::::::::{a.fingerprint}:\n")
     verdict = keys.key_verdict(subkey, a.fingerprint)
     assert not verdict["ok"] and verdict["fingerprints"] == [b.fingerprint]
 
 
-@pytest.mark.parametrize("data", [b"", b"not a key\n", (b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxx\n"
-                                                        b"-----END PGP PUBLIC KEY BLOCK-----\n"), random.Random(0).randbytes(64)])
+@pytest.mark.parametrize("data", [b"", b"not a key\n",
+                                  b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxx\n-----END PGP PUBLIC KEY BLOCK-----\n",
+                                  random.Random(0).randbytes(64)])
 def test_empty_or_garbage_is_refused(gpg_keys: dict[str, Key], show, data: bytes) -> None:
     verdict = keys.key_verdict(show(data), gpg_keys["A"].fingerprint)
     assert verdict == {"ok": False, "fingerprints": [], "reason": "holds no OpenPGP key"}
@@ -179,7 +182,8 @@ def test_a_revoked_pinned_key_is_refused(gpg_keys: dict[str, Key], tmp_path: Pat
     home = tmp_path / "revoked"
     home.mkdir(mode=0o700)
     _gpg(home, "--import", stdin=a.binary)
-    certificate = (a.home / "openpgp-revocs.d" / f"{a.fingerprint}.rev").read_text().replace(":-----BEGIN", "-----BEGIN")
+    certificate = (a.home / "openpgp-revocs.d" / f"{a.fingerprint}.rev").read_text()
+    certificate = certificate.replace(":-----BEGIN", "-----BEGIN")
     _gpg(home, "--import", stdin=certificate.encode())
     verdict = keys.key_verdict(show(_gpg(home, "--export", a.fingerprint)), a.fingerprint)
     assert not verdict["ok"] and verdict["reason"] == f"has the pinned key {a.fingerprint}, revoked"
@@ -224,7 +228,8 @@ def _role_asserts(task_name: str, stdout: str, register: str, pinned: str) -> bo
     """Whether the role's assert task passes for gpg's ``stdout`` registered as ``register``."""
     task = _task(task_name)
     context = {register: {"stdout": stdout},
-               "__signed_apt_repo_pinned": _role_var("__signed_apt_repo_pinned", signed_apt_repo_key_fingerprint=pinned)}
+               "__signed_apt_repo_pinned": _role_var("__signed_apt_repo_pinned",
+                                                     signed_apt_repo_key_fingerprint=pinned)}
     for name, expression in task.get("vars", {}).items():
         context[name] = _JINJA.from_string(expression).render(**context)
     that = task["ansible.builtin.assert"]["that"]

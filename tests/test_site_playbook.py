@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO
-from dlsetup.fleet import GATHER_SUBSET
+from dlsetup.runner.settings import GATHER_SUBSET
 
 #: facts that come from other modules than setup
 NOT_FROM_SETUP = {"packages"}  # ansible.builtin.package_facts

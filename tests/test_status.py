@@ -36,15 +36,16 @@ def in_sync(profile):
     kernels = KernelState(running=K_NEW, next_boot=K_NEW, next_boot_source="grub.cfg", kernels=(
         KernelImage(K_OLD, nvidia_module="dkms", headers=True), KernelImage(K_NEW, nvidia_module="dkms", headers=True)))
     profile = dataclasses.replace(profile, kernel=kernels, storage=dataclasses.replace(
-        profile.storage, arrays=(MdArray("md0", "active", "raid1", members=(MdMember("nvme1n1", 0), MdMember("nvme2n1", 1)),
+        profile.storage, arrays=(MdArray("md0", "active", "raid1",
+                                         members=(MdMember("nvme1n1", 0), MdMember("nvme2n1", 1)),
                                          devices_total=2, devices_active=2, degraded=False),),
         mounts=profile.storage.mounts + (Mount("/data", "/dev/md0", "xfs"),)))
     installed = {
         "packages": {"cuda-toolkit-13-0": ["ii", "13.0.2-1"], "nvidia-container-toolkit": ["ii", "1.18.0-1"],
                      "nvidia-open-580": ["hi", "580.159.04-1ubuntu1"], "bash": ["ii", "5.2.21-2ubuntu4"]},
         "reboot": [],
-        "venv": {"path": VENV, "exists": True, "python": "3.12", "packages": {"torch": "2.15.0+cu130", "numpy": "2.3.0"},
-                 "torch_cuda": "13.0", "torch_hip": None},
+        "venv": {"path": VENV, "exists": True, "python": "3.12",
+                 "packages": {"torch": "2.15.0+cu130", "numpy": "2.3.0"}, "torch_cuda": "13.0", "torch_hip": None},
     }
     return profile, installed
 
@@ -88,11 +89,13 @@ PLANTED = [
     ("driver gone with the kernel", lambda p, i: (nv(kern(p, kernels=(KernelImage(K_OLD, "dkms", headers=True),
                                                                       KernelImage(K_NEW, headers=False))),
                                                      kernel_module_loaded=False), i),
-     ("driver", f"kernel {K_NEW} (running, next boot)"), f"apt install linux-headers-{K_NEW} && dkms autoinstall -k {K_NEW} && modprobe nvidia"),
+     ("driver", f"kernel {K_NEW} (running, next boot)"),
+     f"apt install linux-headers-{K_NEW} && dkms autoinstall -k {K_NEW} && modprobe nvidia"),
     ("library newer than module", lambda p, i: (nv(p, reboot_required=True, library_version="580.172.01"), i),
      "driver library", "reboot"),
     ("next boot without module", lambda p, i: (kern(p, running=K_OLD, kernels=(
-        KernelImage(K_OLD, "dkms", headers=True), KernelImage(K_NEW, headers=True, dkms_failure="nvidia/580: error"))), i),
+        KernelImage(K_OLD, "dkms", headers=True),
+        KernelImage(K_NEW, headers=True, dkms_failure="nvidia/580: error"))), i),
      f"kernel {K_NEW} (next boot)", f"dkms autoinstall -k {K_NEW}"),
     ("running kernel without module", lambda p, i: (kern(p, running=K_OLD, next_boot=K_OLD, kernels=(
         KernelImage(K_OLD, headers=True), KernelImage(K_NEW, "dkms", headers=True))), i),
@@ -118,7 +121,8 @@ PLANTED = [
     ("array not mounted", lambda p, i: (dataclasses.replace(p, storage=dataclasses.replace(
         p.storage, mounts=tuple(m for m in p.storage.mounts if m.mountpoint != "/data"))), i),
      "array /data", "mount /data"),
-    ("reboot pending", lambda p, i: (p, replace_in(i, ["reboot"], ["/run/dlsetup/reboot-required"])), "reboot", "reboot"),
+    ("reboot pending", lambda p, i: (p, replace_in(i, ["reboot"], ["/run/dlsetup/reboot-required"])),
+     "reboot", "reboot"),
 ]
 
 
@@ -137,8 +141,9 @@ def test_dpkg_unknown_is_drift_not_in_sync(h100):
 
 
 def test_planned_accelerator_from_the_index():
-    assert planned_accelerator({"frameworks_pip_extra_index_urls": ["https://download.pytorch.org/whl/cu130"]}) == "cuda 13.0"
-    assert planned_accelerator({"frameworks_pip_extra_index_urls": ["https://download.pytorch.org/whl/rocm7.0/"]}) == "rocm 7.0"
+    whl = "https://download.pytorch.org/whl"
+    assert planned_accelerator({"frameworks_pip_extra_index_urls": [f"{whl}/cu130"]}) == "cuda 13.0"
+    assert planned_accelerator({"frameworks_pip_extra_index_urls": [f"{whl}/rocm7.0/"]}) == "rocm 7.0"
     assert planned_accelerator({"frameworks_pip_extra_index_urls": ["https://download.pytorch.org/whl/cpu"]}) == "cpu"
     assert planned_accelerator({"frameworks_pip_index_url": "https://mirror.example/simple"}) is None
 
@@ -164,7 +169,8 @@ def test_venv_reader_on_a_real_venv(tmp_path):
     venv_module.create(path, with_pip=False)
     site = next(path.glob("lib/python*/site-packages"))
     (site / "torch").mkdir()
-    (site / "torch" / "version.py").write_text("__version__ = '2.15.0+cu130'\ncuda: Optional[str] = '13.0'\nhip: Optional[str] = None\n")
+    (site / "torch" / "version.py").write_text(
+        "__version__ = '2.15.0+cu130'\ncuda: Optional[str] = '13.0'\nhip: Optional[str] = None\n")
     info = site / "torch-2.15.0+cu130.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.15.0+cu130\n")
@@ -255,8 +261,9 @@ def test_cli_inventory_of_bundle_hosts(tmp_path):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(json.dumps({"all": {"hosts": {"good": {"dlsetup_probe_bundle": str(good)},
                                                        "bad": {"dlsetup_probe_bundle": str(bad)}}}}))
-    run = subprocess.run([sys.executable, "-m", "dlsetup", "status", "-i", str(inventory), "--offline", "--cuda", "13.0",
-                          "--container-toolkit", "--json"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "dlsetup", "status", "-i", str(inventory), "--offline",
+                          "--cuda", "13.0", "--container-toolkit", "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
     assert run.returncode == 1, run.stderr
     docs = json.loads(run.stdout)
     assert (docs["good"]["status"], docs["bad"]["status"]) == ("in sync", "drift")

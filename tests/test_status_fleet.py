@@ -55,7 +55,8 @@ def plant_torch(inventory: Path, hosts: str, version: str) -> None:
         f"set -e; site=$({VENV}/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'); "
         f"mkdir -p $site/torch $site/torch-{version}.dist-info; "
         f"printf \"__version__ = '{version}+cpu'\\ncuda = None\\nhip = None\\n\" > $site/torch/version.py; "
-        f"printf 'Metadata-Version: 2.1\\nName: torch\\nVersion: {version}+cpu\\n' > $site/torch-{version}.dist-info/METADATA; "
+        f"printf 'Metadata-Version: 2.1\\nName: torch\\nVersion: {version}+cpu\\n' "
+        f"> $site/torch-{version}.dist-info/METADATA; "
         f"printf 'torch/version.py,,\\n' > $site/torch-{version}.dist-info/RECORD")
     ansible(inventory, hosts, script)
 

@@ -39,8 +39,10 @@ PROC_MOUNTS = """\
 /dev/md127 /backup ext4 rw,relatime,stripe=256 0 0
 /dev/md/backup /srv/copy ext4 rw,relatime 0 0
 """
-SWAPS = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/vdc                                partition\t262140\t\t0\t\t-2\n"
-BLKID_MEMBER = ("DEVNAME=/dev/vdb\nUUID=a1b2c3d4-e5f6-0718-293a-4b5c6d7e8f90\nUUID_SUB=77e0c2b5-0d5f-7c7d-1e4e-2a9b0e3f4c51\n"
+SWAPS = ("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+         "/dev/vdc                                partition\t262140\t\t0\t\t-2\n")
+BLKID_MEMBER = ("DEVNAME=/dev/vdb\nUUID=a1b2c3d4-e5f6-0718-293a-4b5c6d7e8f90\n"
+                "UUID_SUB=77e0c2b5-0d5f-7c7d-1e4e-2a9b0e3f4c51\n"
                 "LABEL=backup01:data\nVERSION=1.2\nTYPE=linux_raid_member\nUSAGE=raid\n")
 WIPEFS_GPT = json.dumps({"signatures": [
     {"device": "vdd", "offset": "0x200", "type": "gpt", "uuid": "c0ffee00-0000-4000-8000-000000000001"},
@@ -76,7 +78,8 @@ def test_md_uuid_has_one_form_whatever_tool_wrote_it():
 @pytest.mark.parametrize("text", [
     "", "{", "[]", '{"arrays": 5}', '{"arrays": [1, {"uuid": "x", "members": []}, {"uuid": "%s"}]}' % UUID,
     json.dumps({"version": 1, "arrays": [{"uuid": V.mdadm_uuid(UUID), "name": "data", "level": "raid1",
-                                          "members": [D1, D2], "mountpoint": "/data", "created": "2026-01-01T00:00:00Z"},
+                                          "members": [D1, D2], "mountpoint": "/data",
+                                          "created": "2026-01-01T00:00:00Z"},
                                          {"uuid": OTHER, "members": [D1, 5]}]}),
 ])
 def test_the_probe_and_the_role_read_the_record_alike(text):
@@ -240,7 +243,8 @@ def test_a_disk_that_changed_since_the_plan_is_refused():
 def module():
     """roles/storage/library/dlsetup_storage_disks.py, importing module_utils as Ansible provides it."""
     sys.modules["ansible.module_utils.dlsetup_storage"] = V
-    spec = importlib.util.spec_from_file_location("dlsetup_storage_disks", ROLE / "library" / "dlsetup_storage_disks.py")
+    spec = importlib.util.spec_from_file_location("dlsetup_storage_disks",
+                                                  ROLE / "library" / "dlsetup_storage_disks.py")
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)
     yield loaded

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,9 +150,11 @@ def test_h100_figures_against_datasheet_peak():
         {"id": "matmul.fp32", "status": "pass", "message": "cpu", "device": "cpu", "figures": {"tflops": 0.09}},
     ]
     matmul, bandwidth, cpu = compare_with_peaks(checks, devices, gpudb.by_name)
-    assert matmul["figures"]["peak"] == 989.5 and matmul["figures"]["fraction_of_peak"] == pytest.approx(0.797, abs=1e-3)
+    assert matmul["figures"]["peak"] == 989.5
+    assert matmul["figures"]["fraction_of_peak"] == pytest.approx(0.797, abs=1e-3)
     assert matmul["status"] == "pass" and "80% of the NVIDIA H100 80GB HBM3 peak 989.5 TFLOP/s" in matmul["message"]
-    assert bandwidth["figures"]["peak"] == 3350.0 and bandwidth["figures"]["fraction_of_peak"] == pytest.approx(0.610, abs=1e-3)
+    assert bandwidth["figures"]["peak"] == 3350.0
+    assert bandwidth["figures"]["fraction_of_peak"] == pytest.approx(0.610, abs=1e-3)
     assert cpu is checks[2]
     slow = compare_with_peaks([{**checks[0], "figures": {"tflops": 400.0}}], devices, gpudb.by_name)[0]
     assert slow["status"] == "warn"

@@ -188,7 +188,8 @@ def _show_plans(plans: Mapping[str, Plan], failures: Sequence[ProbeFailure], con
     console.print(render_groups(group_plans(plans), failures))
     for host, plan in plans.items():
         for disk in plan.destroys:
-            console.print(f"[bold red]DESTROY DATA[/bold red] on {escape(host)}: {escape(disk)} - wiped by --destroy-data")
+            console.print(f"[bold red]DESTROY DATA[/bold red] on {escape(host)}: {escape(disk)}"
+                          " - wiped by --destroy-data")
 
 
 def _host_vars(plans: Mapping[str, Plan], roots: Mapping[str, Optional[bool]],

@@ -386,12 +386,12 @@ def kfd_physical_gpus(nodes: list[tuple[int, dict[str, int]]]) -> list[dict]:
         gpu = kfd_gpu(first)
         partitions = []
         for _, props in members:
-            location = props.get("location_id")
+            part_location = props.get("location_id")
             simd_per_cu = props.get("simd_per_cu") or 0
             partitions.append(
                 {
                     "index": index,
-                    "pci_bus_id": _bus_id_from_bdf(props.get("domain", 0), location) if location else None,
+                    "pci_bus_id": _bus_id_from_bdf(props.get("domain", 0), part_location) if part_location else None,
                     "compute_units": props["simd_count"] // simd_per_cu if simd_per_cu else None,
                     "render_minor": props.get("drm_render_minor"),
                     "memory_bytes": props.get("local_mem_size") or props.get(KFD_BANK_BYTES) or None,

@@ -202,7 +202,7 @@ def _pairs(text: str) -> tuple[dict[str, str], list[dict[str, str]], list[dict[s
                 header = None if rows else line[2:].strip().split(",")
             continue
         if header is not None and re.fullmatch(r"\d+(,[^,]*)+", line.strip()):
-            rows.append(dict(zip(header, line.strip().split(","))))
+            rows.append(dict(zip(header, line.strip().split(","), strict=False)))
             continue
         key, sep, value = line.partition(":")
         if sep and key.strip():
@@ -279,7 +279,7 @@ def _from_pairs(pairs: dict[str, str], rows: list[dict[str, str]],
     cores: int | None
     if len(blocks) > 1:
         # one block per core type: core ids restart in each cluster, so -p rows undercount
-        cores = sum(c for c, _ in counted) if all(c for c, _ in counted) else None
+        cores = sum(c or 0 for c, _ in counted) if all(c for c, _ in counted) else None
         out["clusters"] = sum(k or 1 for _, k in counted)
         if len(models) > 1:
             out["hybrid"] = True

@@ -299,7 +299,7 @@ def parse_smi_query_csv(text: str, fields: Optional[Sequence[str]] = None) -> Sm
     gpus = []
     for row in rows:
         facts: dict[str, Any] = {}
-        for (name, unit), value in zip(columns, row):
+        for (name, unit), value in zip(columns, row, strict=False):
             if name == "driver_version":
                 driver = driver or _version(value)
             elif name in _CSV_FIELDS:
@@ -617,7 +617,8 @@ def report_from_nvml_snapshot(data: Mapping[str, Any]) -> SmiReport:
     An error snapshot (``{"error": ..., "error_kind": ...}``) gives an empty report; entries of the
     wrong type are treated as unknown.
     """
-    devices: Iterable[Any] = data.get("devices") if isinstance(data.get("devices"), list) else ()
+    listed = data.get("devices")
+    devices: Iterable[Any] = listed if isinstance(listed, list) else ()
     driver = data.get("driver")
     return SmiReport(
         driver_version=_version(driver) if isinstance(driver, str) else None,

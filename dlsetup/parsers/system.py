@@ -76,7 +76,7 @@ def parse_proc_modules(text: str) -> Dict[str, str]:
 
 def parse_df(text: str) -> List[Tuple[str, str, str, int, int]]:
     """``df -PT`` (POSIX, 1024-byte blocks): (device, fstype, mountpoint, size_bytes, free_bytes)."""
-    rows = []
+    rows: List[Tuple[str, str, str, int, int]] = []
     lines = text.splitlines()
     if not lines or not lines[0].startswith("Filesystem"):
         return rows

@@ -223,7 +223,7 @@ class _Planner:
         if nvidia_gpus:
             archs = [self.architecture_of(g) for g in nvidia_gpus]
             self.gpu_fit = (tuple(dict.fromkeys(archs)),
-                            tuple(g.compute_capability or a.cc_min for g, a in zip(nvidia_gpus, archs)))
+                            tuple(g.compute_capability or a.cc_min for g, a in zip(nvidia_gpus, archs, strict=True)))
         #: a --rocm pin on an AMD host: the default torch is one with a build for that ROCm (or older)
         self.rocm_fit = self.request.rocm if amd_gpus and not nvidia_gpus and self.request.rocm else None
         self.torch = self.torch_release(python) if "pytorch" in self.request.frameworks else None
@@ -897,7 +897,7 @@ class _Planner:
                                "Free them, name other disks, or pass --destroy-data to wipe them")
         wiped = destruction(self.profile, layout)  # the role wipes nothing outside these lists
         self.destroys = list(wiped.lines)
-        for array, asked in zip(layout.arrays, request.arrays):
+        for array, asked in zip(layout.arrays, request.arrays, strict=True):
             level = f"{array.level} over {len(array.members)} disk(s)" if array.level != "single" else "one disk"
             how = "the disks named" if asked.disks else "the unused NVMe/SSD disks"
             rule = "rule:storage-named-disks" if asked.disks else "rule:storage-unused-fast-disks"

@@ -8,10 +8,11 @@ that fails turns into "unknown" fields and a note, never a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from dlsetup.errors import UsageError
-from dlsetup.model import AmdState, CPUInfo, HostProfile, KernelState, MachineIdentity, MemoryInfo, NvidiaState, StorageInfo
+from dlsetup.model import (GPU, AmdState, CPUInfo, GPULink, HostProfile, KernelState, MachineIdentity, MemoryInfo,
+                           NvidiaState, StorageInfo)
 from dlsetup.probe import gpus as gpu_reader
 from dlsetup.probe import kernel as kernel_reader
 from dlsetup.probe import storage as storage_reader
@@ -73,13 +74,12 @@ def probe_host(host: Host, enrich: bool = True) -> HostProfile:
         host.start(UP_FRONT)
         if _is_root():
             host.start([("dmidecode-t-memory", system_reader.COMMANDS["dmidecode-t-memory"])])
-    kernel = guarded("kernel", lambda: system_reader.kernel_facts(host), {})
+    kernel: Dict[str, Any] = guarded("kernel", lambda: system_reader.kernel_facts(host), {})
     machine = guarded("machine", lambda: system_reader.read_machine(host), MachineIdentity())
-    lscpu = guarded("lscpu", lambda: system_reader.read_lscpu(host), {})
+    lscpu: Dict[str, Any] = guarded("lscpu", lambda: system_reader.read_lscpu(host), {})
     os_info = guarded("os", lambda: system_reader.read_os(host, kernel, lscpu), None)
-    gpus, links, nvidia, amd = guarded(
-        "gpus", lambda: gpu_reader.read_gpus(host, enrich), ((), (), NvidiaState(), AmdState())
-    )
+    no_gpus: Tuple[Tuple[GPU, ...], Tuple[GPULink, ...], NvidiaState, AmdState] = ((), (), NvidiaState(), AmdState())
+    gpus, links, nvidia, amd = guarded("gpus", lambda: gpu_reader.read_gpus(host, enrich), no_gpus)
     cpu = guarded("cpu", lambda: system_reader.read_cpu(host, lscpu), CPUInfo())
     memory = guarded("memory", lambda: system_reader.read_memory(host), MemoryInfo())
     storage = guarded("storage", lambda: storage_reader.read_storage(host), StorageInfo())
@@ -87,7 +87,7 @@ def probe_host(host: Host, enrich: bool = True) -> HostProfile:
     notes.extend(host.notes)
     if nvidia.nvml_error:
         notes.append(f"nvml: {nvidia.nvml_error}")
-    kwargs = {"os": os_info} if os_info is not None else {}
+    kwargs: Dict[str, Any] = {"os": os_info} if os_info is not None else {}
     return HostProfile(
         hostname=kernel.get("hostname"),
         source=host.source,

@@ -11,7 +11,7 @@ import dataclasses
 import posixpath
 import re
 import shutil
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from dlsetup.model import GPU, AmdState, GPULink, GPUPartition, NvidiaState
 from dlsetup.parsers import amd as amd_parsers
@@ -62,7 +62,8 @@ def scan_pci(host: Host) -> List[dict]:
             continue
         driver = host.readlink(base + "/driver")
         numa = int_or_none(host.read(base + "/numa_node"))
-        sub_vendor, sub_device = _hex4(host.read(base + "/subsystem_vendor")), _hex4(host.read(base + "/subsystem_device"))
+        sub_vendor = _hex4(host.read(base + "/subsystem_vendor"))
+        sub_device = _hex4(host.read(base + "/subsystem_device"))
         gpu = {
             "vendor": GPU_VENDORS[vendor_id],
             "pci_bus_id": addr.lower(),
@@ -106,7 +107,7 @@ def table_layer(gpu: dict, pci_ids: "Optional[PciIds]") -> dict:
             "sources": ("table",),
         }
     name = pci_ids.device_name(vendor_id, device_id) if pci_ids and vendor_id and device_id else None
-    layer = {"name": name, "sources": ("pci.ids",)} if name else {}
+    layer: Dict[str, Any] = {"name": name, "sources": ("pci.ids",)} if name else {}
     cc = gpu.get("compute_capability")
     if cc:
         layer["architecture"] = gpudb.architecture_for_cc(cc)
@@ -362,7 +363,8 @@ def _match_by_device(layer: dict, by_bus: Dict[str, List[dict]]) -> Optional[str
 
 def _number(gpus: List[GPU]) -> List[GPU]:
     """Give each GPU its per-vendor index (the driver's when known, else PCI order)."""
-    out, counters = [], {}
+    out: List[GPU] = []
+    counters: Dict[str, int] = {}
     for gpu in gpus:
         idx = counters.get(gpu.vendor, 0)
         counters[gpu.vendor] = idx + 1

@@ -72,11 +72,11 @@ def md_uuid(text: Any) -> Optional[str]:
 
 def md_uuid_links(host: Host) -> Dict[str, str]:
     """md kernel name -> its array UUID, from udev's ``/dev/disk/by-id/md-uuid-*`` links."""
-    found = {}
+    found: Dict[str, str] = {}
     for entry in host.listdir(BY_ID):
         target = host.readlink(posixpath.join(BY_ID, entry)) if entry.startswith("md-uuid-") else None
         uuid = md_uuid(entry[len("md-uuid-"):]) if target else None
-        if uuid:
+        if target and uuid:
             found[posixpath.basename(target)] = uuid
     return found
 

@@ -96,8 +96,9 @@ def probe_hosts(inventory: Inventory, distinct: bool = False) -> Dict[str, Union
     (before changing hosts), inventory names that reach one machine are a
     :class:`~dlsetup.errors.UsageError` naming them (:func:`dlsetup.fleet.refuse_aliases`). Raises
     :class:`~dlsetup.errors.DlsetupError` (exit 3) only when ansible-playbook itself cannot run."""
-    from dlsetup.fleet import drop_stale_facts, fact_cache_dir, refuse_aliases
+    from dlsetup.fleet import drop_stale_facts, refuse_aliases
     from dlsetup.runner import RunOptions, cache_dir, list_inventory, run_playbooks
+    from dlsetup.runner.settings import fact_cache_dir
 
     rc, data, _ = list_inventory(inventory.sources, inventory.limit)
     hostvars = data.get("_meta", {}).get("hostvars", {}) if rc == 0 else {}

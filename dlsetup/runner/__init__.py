@@ -46,7 +46,7 @@ class RunOptions:
     limit: Optional[str] = None
     extra_vars: Tuple[str, ...] = ()  #: ``KEY=VALUE``, JSON/YAML mappings or ``@file``, as for ``-e``
     become: Optional[bool] = None  #: True: ``--become`` for every host; None/False: as the inventory says
-    forks: Optional[int] = None  #: None: one per host (:func:`dlsetup.fleet.tuned_ansible_env`)
+    forks: Optional[int] = None  #: None: one per host (:func:`dlsetup.runner.settings.tuned_ansible_env`)
 
     def cmdline(self) -> List[str]:
         """ansible-playbook's options, less the extra vars: their values never go on a command line
@@ -111,11 +111,11 @@ def cache_dir() -> Path:
 
 def _environment(hosts: Collection[str], sources: Sequence[str] = ()) -> Dict[str, str]:
     """Tuned Ansible settings for a run over ``hosts`` of the inventory ``sources``
-    (:func:`dlsetup.fleet.tuned_ansible_env`, with facts cached per host in JSON in a folder of that
-    inventory's own under :func:`cache_dir` (:func:`dlsetup.fleet.fact_cache_dir`), in memory only when
-    a host name is a path, a chroot, which the JSON cache cannot name a file after); the user's own
+    (:func:`dlsetup.runner.settings.tuned_ansible_env`, with facts cached per host in JSON in a folder of
+    that inventory's own under :func:`cache_dir` (:func:`dlsetup.runner.settings.fact_cache_dir`), in memory only
+    when a host name is a path, a chroot, which the JSON cache cannot name a file after); the user's own
     ``ANSIBLE_*`` environment wins over each of them."""
-    from dlsetup.fleet import fact_cache_dir, tuned_ansible_env
+    from dlsetup.runner.settings import fact_cache_dir, tuned_ansible_env
 
     tuned = {
         **tuned_ansible_env(len(hosts), fact_cache_dir(sources, cache_dir()),
@@ -156,9 +156,10 @@ def run_playbooks(playbooks: Sequence[Path], inventory: Sequence[str], *,
     ``host_vars`` become inventory host variables of a source added last (so they override the
     inventory's own host and group variables in files, while its ``host_vars/`` folders and ``-e``
     still override them). ``hosts`` are the hosts the run targets (default: those of ``host_vars``); the
-    settings are tuned for them (see :func:`_environment`). Results of the tasks named in ``capture`` are kept per host; the task named
-    ``reboot_task`` (a ``stat`` of the reboot marker) gives ``reboot_required``. Live progress is
-    shown on ``console`` when it is a terminal. Host failures are in the result, never raised.
+    settings are tuned for them (see :func:`_environment`). Results of the tasks named in ``capture`` are
+    kept per host; the task named ``reboot_task`` (a ``stat`` of the reboot marker) gives
+    ``reboot_required``. Live progress is shown on ``console`` when it is a terminal. Host failures are in
+    the result, never raised.
 
     The run keeps its record (:mod:`dlsetup.runner.records`), named after ``command`` (default: the
     dlsetup command running): ``documents`` (file name -> JSON document, e.g. the plans), ansible-runner's
@@ -202,7 +203,8 @@ def _run(private: Path, playbooks: Sequence[Path], inventory: Sequence[str],
         sources.append(str(_write_inventory(private, host_vars)))
     verbose = verbosity()
     kwargs: Dict[str, Any] = dict(
-        private_data_dir=str(private), playbook=str(main), inventory=sources, envvars=_environment(hosts or list(host_vars or {}), inventory),
+        private_data_dir=str(private), playbook=str(main), inventory=sources,
+        envvars=_environment(hosts or list(host_vars or {}), inventory),
         cmdline=shlex.join(options.cmdline() + extra_vars_files(options.extra_vars, private / "env" / "vars")),
         event_handler=_logged(tally.handle, verbose), quiet=True,
         # anything but "jsonfile" leaves the fact cache to the environment's settings

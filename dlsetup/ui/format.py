@@ -11,7 +11,8 @@ def size(num: Optional[int], binary: bool = True) -> str:
     """Bytes as "126.0 GiB" (binary) or "85.5 GB" (decimal)."""
     if num is None:
         return UNKNOWN
-    step, units = (1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB")) if binary else (1000.0, ("B", "kB", "MB", "GB", "TB", "PB"))
+    step, units = ((1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB")) if binary
+                   else (1000.0, ("B", "kB", "MB", "GB", "TB", "PB")))
     value = float(num)
     for unit in units:
         if abs(value) < step or unit == units[-1]:

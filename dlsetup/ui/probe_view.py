@@ -10,7 +10,7 @@ from dlsetup.model import HostProfile
 from dlsetup.ui.format import UNKNOWN, size, val
 
 
-def _kv(title: str, rows) -> Table:
+def _kv(title: str, rows) -> Panel:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -79,7 +79,8 @@ def render_profile(profile: HostProfile, console: Console) -> None:
         console.print(f"[bold]NVIDIA driver[/]: {state}")
     if profile.amd_gpus:
         a = profile.amd
-        console.print(f"[bold]AMD[/]: amdgpu {val(a.amdgpu_loaded)}, KFD {val(a.kfd_present)}, ROCm {val(a.rocm_version)}")
+        console.print(f"[bold]AMD[/]: amdgpu {val(a.amdgpu_loaded)}, KFD {val(a.kfd_present)}, "
+                      f"ROCm {val(a.rocm_version)}")
 
     devices = [d for d in profile.storage.devices if d.type != "loop" and d.size_bytes != 0]
     disks = Table(title="Storage", title_justify="left")
@@ -94,10 +95,12 @@ def render_profile(profile: HostProfile, console: Console) -> None:
         row = [("└ " if d.parent else "") + d.name, d.media, size(d.size_bytes), d.model or "", holds]
         disks.add_row(*row, *([d.by_id or ""] if show_ids else []))
     console.print(disks)
-    for a in profile.storage.arrays:
-        health = "degraded" if a.degraded else "healthy" if a.degraded is False else UNKNOWN
-        console.print(f"[bold]{a.name}[/]: {val(a.level)} {a.state}, {health}, members {', '.join(x.device for x in a.members)}")
+    for array in profile.storage.arrays:
+        health = "degraded" if array.degraded else "healthy" if array.degraded is False else UNKNOWN
+        members = ", ".join(x.device for x in array.members)
+        console.print(f"[bold]{array.name}[/]: {val(array.level)} {array.state}, {health}, members {members}")
     for mount in profile.storage.mounts:
-        console.print(f"  {mount.mountpoint} ({val(mount.fstype)} on {mount.device}): {size(mount.free_bytes)} free of {size(mount.size_bytes)}")
+        console.print(f"  {mount.mountpoint} ({val(mount.fstype)} on {mount.device}): "
+                      f"{size(mount.free_bytes)} free of {size(mount.size_bytes)}")
     for note in profile.notes:
         console.print(f"[yellow]note[/]: {note}")

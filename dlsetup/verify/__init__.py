@@ -83,6 +83,6 @@ def verify(venv: Path, profile: HostProfile, *, quick: bool = False, data_dir: O
     if document.get("framework") is not None:  # right after the framework import check
         workload.insert(1, device_count_check(profile, document))
     checks = driver_checks(profile) + tool_checks(profile) + workload
-    document.update(host=profile.hostname or document["host"], machine=profile.machine.key, venv=str(venv), checks=checks,
-                    status=overall_status(checks))
+    document.update(host=profile.hostname or document["host"], machine=profile.machine.key, venv=str(venv),
+                    checks=checks, status=overall_status(checks))
     return document

@@ -4,7 +4,7 @@ tool, whether the framework sees every GPU, and achieved throughput against the 
 from __future__ import annotations
 
 import subprocess
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, TypedDict
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, TypedDict
 
 from dlsetup.model import HostProfile
 from dlsetup.parsers.amd import parse_rocminfo
@@ -33,8 +33,13 @@ class Check(TypedDict):
 class PeakSpec(Protocol):
     """What the comparison needs of ``dlsetup.gpudb.GpuSpec``."""
 
-    peak_tflops: Dict[str, Optional[float]]  #: dense, by "fp32", "tf32", "fp16", "bf16", "fp8"
-    memory_bandwidth_gbps: Optional[float]
+    @property
+    def peak_tflops(self) -> Mapping[str, Optional[float]]:
+        """Dense peak TFLOPS by "fp32", "tf32", "fp16", "bf16", "fp8"."""
+
+    @property
+    def memory_bandwidth_gbps(self) -> Optional[float]:
+        """Peak memory bandwidth in GB/s."""
 
 
 def make(cid: str, status: str, message: str, figures: Optional[Dict[str, Any]] = None,

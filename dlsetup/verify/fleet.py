@@ -93,7 +93,8 @@ def collect(results: Path, hosts: Sequence[str], run: RunResult) -> Dict[str, Di
             status = "unreachable" if result.status == "unreachable" else "failed"
             message = f"{result.failure.task}: {result.failure.message}"
         else:
-            status, message = "failed", f"no verify document ({reason})" if reason else "verify did not run on this host"
+            status = "failed"
+            message = f"no verify document ({reason})" if reason else "verify did not run on this host"
         documents[name] = {"host": name, "status": status, "message": message}
     return documents
 

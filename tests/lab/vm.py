@@ -26,7 +26,8 @@ from typing import Iterator, Sequence
 
 from lab import rootfs
 
-#: Packages of the guest: a kernel, systemd with D-Bus (shutdown -r needs it), DHCP, sshd, and the disk tools the tests plant data with.
+#: Packages of the guest: a kernel, systemd with D-Bus (shutdown -r needs it), DHCP, sshd, and the disk tools
+#: the tests plant data with.
 #: xfsprogs is left out on purpose: the storage role installs it, so an interrupted run can hit dpkg.
 PACKAGES = ("linux-image-amd64", "systemd-sysv", "dbus", "udev", "ifupdown", "isc-dhcp-client", "openssh-server",
             "mdadm", "lvm2", "fdisk", "kmod", "initramfs-tools")
@@ -244,7 +245,7 @@ def _qemu_command(vm: VM, overlay: Path) -> list[str]:
         "-device", "virtio-net-pci,netdev=n0,addr=0x3",  # PCI slot 3: the guest names it ens3
         "-device", "virtio-rng-pci",  # entropy for sshd early in the boot
     ]
-    for disk, serial in zip(vm.disks, DISK_SERIALS):
+    for disk, serial in zip(vm.disks, DISK_SERIALS, strict=False):
         command += ["-drive", f"file={disk},format=raw,if=none,id={serial}",
                     "-device", f"virtio-blk-pci,drive={serial},serial={serial}"]
     return command
