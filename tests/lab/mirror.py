@@ -72,7 +72,7 @@ def _standin(name: str, version: str, pool: Path) -> None:
         _run(["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(pool / f"{name}_{version}_all.deb")])
 
 
-def _sign(repo: Path, gnupg: Path) -> None:
+def sign_repository(repo: Path, gnupg: Path) -> None:
     """Write Packages, Release and a clear-signed InRelease for the flat repository ``repo``."""
     (repo / "Packages").write_text(_run(["apt-ftparchive", "packages", "."], cwd=repo))
     release = _run(["apt-ftparchive", "-o", "APT::FTPArchive::Release::Suite=stable",
@@ -85,22 +85,19 @@ def _sign(repo: Path, gnupg: Path) -> None:
 def build_mirror(root: Path, packages: Mapping[str, Mapping[str, str]] = VENDOR_PACKAGES) -> Mirror:
     """Build one signed flat repository per vendor under ``root`` with a freshly generated key."""
     root.mkdir(parents=True, exist_ok=True)
-    gnupg = Path(tempfile.mkdtemp(prefix="dlsetup-lab-gnupg-"))
+    scratch = Path(tempfile.mkdtemp(prefix="dlsetup-lab-gnupg-"))
+    gnupg = scratch / "home"
     try:
-        env = {**os.environ, "GNUPGHOME": str(gnupg)}
-        _run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key",
-              "dlsetup test mirror <mirror@example.invalid>", "ed25519", "sign", "never"], env=env)
-        colons = _run(["gpg", "--batch", "--with-colons", "--list-keys"], env=env)
-        fingerprint = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
-        (root / "key.asc").write_text(_run(["gpg", "--batch", "--armor", "--export"], env=env))
+        fingerprint = new_signing_key(gnupg, "dlsetup test mirror <mirror@example.invalid>")
+        (root / "key.asc").write_text(export_key(gnupg))
         for vendor, names in packages.items():
             repo = root / vendor
             repo.mkdir(exist_ok=True)
             for name, version in names.items():
                 _standin(name, version, repo)
-            _sign(repo, gnupg)
+            sign_repository(repo, gnupg)
     finally:
-        shutil.rmtree(gnupg, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return Mirror(root=root, fingerprint=fingerprint)
 
 
@@ -150,7 +147,7 @@ TWO_KEY_PACKAGES: Mapping[str, Mapping[str, str]] = {
 }
 
 
-def _new_key(gnupg: Path, uid: str) -> str:
+def new_signing_key(gnupg: Path, uid: str) -> str:
     """Generate a signing key in ``gnupg`` (made here); returns its fingerprint."""
     gnupg.mkdir(mode=0o700)
     env = {**os.environ, "GNUPGHOME": str(gnupg)}
@@ -159,14 +156,19 @@ def _new_key(gnupg: Path, uid: str) -> str:
     return next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
 
 
+def export_key(gnupg: Path) -> str:
+    """The ASCII-armoured public key of the keyring ``gnupg``."""
+    return _run(["gpg", "--batch", "--armor", "--export"], env={**os.environ, "GNUPGHOME": str(gnupg)})
+
+
 def build_two_key_mirror(root: Path, packages: Mapping[str, Mapping[str, str]] = TWO_KEY_PACKAGES) -> TwoKeyMirror:
     """Build the repositories and key files of :class:`TwoKeyMirror` under ``root`` with two fresh keys."""
     root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="dlsetup-lab-gnupg2-"))
     try:
         homes = {"good": scratch / "a", "evil": scratch / "b"}
-        pinned = _new_key(homes["good"], "dlsetup test vendor <vendor@example.invalid>")
-        other = _new_key(homes["evil"], "dlsetup test attacker <attacker@example.invalid>")
+        pinned = new_signing_key(homes["good"], "dlsetup test vendor <vendor@example.invalid>")
+        other = new_signing_key(homes["evil"], "dlsetup test attacker <attacker@example.invalid>")
         armored = {name: _run(["gpg", "--batch", "--armor", "--export"], env={**os.environ, "GNUPGHOME": str(home)})
                    for name, home in homes.items()}
         binary = {name: subprocess.run(["gpg", "--batch", "--export"], env={**os.environ, "GNUPGHOME": str(home)},
@@ -181,7 +183,7 @@ def build_two_key_mirror(root: Path, packages: Mapping[str, Mapping[str, str]] =
             repo.mkdir(exist_ok=True)
             for name, version in names.items():
                 _standin(name, version, repo)
-            _sign(repo, homes["evil" if repo_name == "evil" else "good"])
+            sign_repository(repo, homes["evil" if repo_name == "evil" else "good"])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return TwoKeyMirror(root=root, pinned=pinned, other=other)

@@ -17,7 +17,6 @@ Command line: ``python -m tests.lab.vendor_repos build ROOT`` prints the key's f
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from lab import mirror  # signed flat repositories: the same key and signing steps as the lab mirror
 
 VENDORS = Path(__file__).resolve().parent / "vendors"
 NVIDIA = VENDORS / "nvidia.toml"
@@ -162,15 +163,6 @@ def _deb(package: StandIn, pool: Path) -> None:
               str(pool / f"{package.name}_{safe}_all.deb")])
 
 
-def _sign(repo: Path, gnupg: Path) -> None:
-    (repo / "Packages").write_text(_run(["apt-ftparchive", "packages", "."], cwd=repo))
-    release = _run(["apt-ftparchive", "-o", "APT::FTPArchive::Release::Suite=stable",
-                    "-o", "APT::FTPArchive::Release::Codename=stable", "release", "."], cwd=repo)
-    (repo / "Release").write_text(release)
-    _run(["gpg", "--batch", "--yes", "--clearsign", "-o", "InRelease", "Release"],
-         cwd=repo, env={**os.environ, "GNUPGHOME": str(gnupg)})
-
-
 def repositories(nvidia: Mapping[str, Any], rocm: Mapping[str, Any]) -> Iterator[Tuple[str, Tuple[StandIn, ...]]]:
     """(repository path under the root, packages) for every stand-in the descriptions describe."""
     for family in nvidia_families(nvidia):
@@ -184,14 +176,11 @@ def build(root: Path, nvidia: Path = NVIDIA, rocm: Path = ROCM) -> VendorMirror:
     """Build every stand-in repository under ``root`` from the two descriptions, with a fresh key."""
     nvidia_desc, rocm_desc = load(nvidia), load(rocm)
     root.mkdir(parents=True, exist_ok=True)
-    gnupg = Path(tempfile.mkdtemp(prefix="dlsetup-vendor-gnupg-"))
+    scratch = Path(tempfile.mkdtemp(prefix="dlsetup-vendor-gnupg-"))
+    gnupg = scratch / "home"
     try:
-        env = {**os.environ, "GNUPGHOME": str(gnupg)}
-        _run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key",
-              "dlsetup vendor stand-ins <vendors@example.invalid>", "ed25519", "sign", "never"], env=env)
-        colons = _run(["gpg", "--batch", "--with-colons", "--list-keys"], env=env)
-        fingerprint = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
-        (root / "key.asc").write_text(_run(["gpg", "--batch", "--armor", "--export"], env=env))
+        fingerprint = mirror.new_signing_key(gnupg, "dlsetup vendor stand-ins <vendors@example.invalid>")
+        (root / "key.asc").write_text(mirror.export_key(gnupg))
         built: Dict[str, Tuple[StandIn, ...]] = {}
         jobs = []
         for path, packages in repositories(nvidia_desc, rocm_desc):
@@ -202,14 +191,14 @@ def build(root: Path, nvidia: Path = NVIDIA, rocm: Path = ROCM) -> VendorMirror:
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda job: _deb(*job), jobs))
         for path in built:
-            _sign(root / path, gnupg)
+            mirror.sign_repository(root / path, gnupg)
         for entry in nvidia_desc["repository"]:
             link = root / "nvidia" / entry["id"]
             if not link.exists():
                 link.symlink_to(entry["family"])
             built[f"nvidia/{entry['id']}"] = built[f"nvidia/{entry['family']}"]
     finally:
-        shutil.rmtree(gnupg, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return VendorMirror(root=root, fingerprint=fingerprint, packages=built)
 
 
