@@ -58,8 +58,11 @@ def test_one_version_everywhere() -> None:
 def test_a_play_using_the_installed_collection_converges(collection: Path, lab_root: Path,  # noqa: F811
                                                           tmp_path: Path) -> None:
     collections = tmp_path / "collections"
-    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "-p", str(collections),
-                    str(collection)], check=True, capture_output=True, text=True)
+    # --force: a dlsetup.workstation installed elsewhere (~/.ansible/collections) must not stand in for this build
+    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "--force", "-p",
+                    str(collections), str(collection)], check=True, capture_output=True, text=True,
+                   env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections)})
+    assert (collections / "ansible_collections" / "dlsetup" / "workstation" / "roles" / "common").is_dir()
     target = rootfs.fresh_copy(tmp_path / "target")
     play = tmp_path / "play.yml"
     play.write_text(yaml.safe_dump([{
