@@ -1,6 +1,6 @@
 """A fleet of real SSH hosts on this machine: network namespaces, each with its own Debian root and sshd.
 
-Recipe: ../shared/TESTLAB.md section 3. Per host: a network namespace ``dls<pid>h<N>`` on a bridge
+Recipe: the test lab's namespace hosts. Per host: a network namespace ``dls<pid>h<N>`` on a bridge
 ``dls<pid>br`` with a private /24 that no route of this machine uses yet; a mount namespace holding an
 overlayfs of the cached fleet root (the Debian root plus openssh-server and the common role's packages)
 with ``/proc``, ``/sys`` and ``/dev`` bound in; its own hostname (``unshare --uts``) and its own ed25519

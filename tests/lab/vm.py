@@ -4,7 +4,7 @@ The image is built once from the cached Debian root (:mod:`lab.rootfs`) and cach
 (``<lab cache>/../vm-bookworm``): a raw ext4 root filesystem, the kernel and initramfs to boot it with,
 and the SSH key that logs in as root. Each :class:`VM` boots a copy-on-write overlay of that image, so
 every session starts from the pristine one, plus its own blank data disks, each with a serial number so
-the guest lists it under ``/dev/disk/by-id/virtio-<serial>``. See ../shared/TESTLAB.md section 4.
+the guest lists it under ``/dev/disk/by-id/virtio-<serial>``. (The test lab's VM recipe.)
 
 Command line, from tests/: ``python -m lab.vm build`` (print the cached image folder, building it if needed).
 """
