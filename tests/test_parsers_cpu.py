@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import H100_BUNDLE, PUBLIC
+from conftest import H100_BUNDLE, PUBLIC, missing_tool
 from dlsetup.parsers.cpu import merge_cpu, parse_lscpu, parse_lscpu_json, parse_proc_cpuinfo
 from dlsetup.parsers.dmi import parse_dmidecode_memory, parse_memory_devices
 from dlsetup.parsers.system import parse_meminfo
@@ -166,7 +166,7 @@ def test_garbage_never_raises(text: str) -> None:
 
 def _live_dmidecode() -> str:
     if shutil.which("dmidecode") is None:
-        pytest.skip("dmidecode is not installed (apt-get install dmidecode)")
+        missing_tool("dmidecode is not installed (apt-get install dmidecode)")
     result = subprocess.run(["dmidecode", "-t", "memory"], capture_output=True, text=True, check=False)
     if "Memory Device" not in result.stdout:
         pytest.skip("dmidecode prints no memory table on this machine (no SMBIOS, or not root)")
