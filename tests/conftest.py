@@ -63,3 +63,21 @@ def _state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Run records (``$XDG_STATE_HOME/dlsetup/runs``) of the tests' runs go to a folder of the session, not the
     user's own state directory (subprocesses inherit the variable)."""
     os.environ.setdefault("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
+#: skips that say something about the machine, not a missing tool: they stay skips under DLSETUP_TEST_STRICT
+MACHINE_FACTS = ("no SMBIOS", "no python3.9 or python3.10 on PATH")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """Under DLSETUP_TEST_STRICT (CI) a skipped test fails unless its reason is a fact of the machine: every
+    ``skipif`` on a missing tool (gpg, chromium, pci.ids, root, ...) then stops the run instead of hiding a tier."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not any(fact in reason for fact in MACHINE_FACTS):
+            report.outcome = "failed"
+            report.longrepr = f"skipped under DLSETUP_TEST_STRICT: {reason}"
+    return None
