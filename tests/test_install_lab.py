@@ -15,12 +15,12 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Iterator, List
 
 import pytest
 
+from conftest import missing_tool
 from lab import rootfs, wheels
 from lab.fixtures import lab_wheels  # noqa: F401 - pytest fixture
 from test_install import readme_first_line
@@ -33,30 +33,12 @@ ROOT_CA_BUNDLE = Path("/etc/ssl/host-ca-bundle.crt")
 MOUNTS = ("proc", "sys", "dev", "dev/pts")
 
 
-def debian_mirror() -> str:
-    """The Debian archive the lab roots come from (as tests/lab/rootfs.py chooses it)."""
-    return getattr(rootfs, "DEBIAN_MIRROR", None) or rootfs.host_debian_mirror()
-
-
 def minimal_root(suite: str) -> Path:
     """A cached debootstrap minbase root of ``suite`` with python3 only (not the lab root, which adds
     python3-apt & co.)."""
-    dest = rootfs.cache_dir().parent / f"{suite}-python3"
-    if (dest / "usr" / "bin" / "python3").exists():
-        return dest
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
-        pytest.fail("the lab tier needs root and debootstrap")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
-        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", suite, str(work),
-                        debian_mirror()], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["chroot", str(work), "apt-get", "clean"], check=True)
-        work.rename(dest)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return dest
+        missing_tool("the lab tier needs root and debootstrap (apt-get install debootstrap)")
+    return rootfs.build_root(rootfs.cache_dir().parent / f"{suite}-python3", suite, ("python3",))
 
 
 def mounted_under(root: Path) -> List[str]:

@@ -21,22 +21,11 @@ import yaml
 from dlsetup.errors import EXIT_HOSTS_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
 from dlsetup.runner import HostResult, RunResult, TaskFailure
 from dlsetup.verify.fleet import collect, raise_for, result_file
+from test_verify_playbook import DOC, _venv  # the verify document and the fake venv the playbook test uses
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = {"kind": "verify", "host": "gpu-a", "devices": [], "python": "/opt/venv/bin/python", "quick": True,
-       "checks": [{"id": "framework", "status": "pass", "message": "torch 2.13.0", "figures": {}, "device": None}]}
 FAILING = {**DOC, "host": "gpu-b", "checks": [{**DOC["checks"][0], "id": "devices", "status": "fail",
                                                  "message": "no GPU"}]}
-
-
-def _venv(root: Path, output: str) -> Path:
-    venv = root / "venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / "out.txt").write_text(output)
-    python = venv / "bin" / "python"
-    python.write_text('#!/bin/sh\ncat "$(dirname "$0")/../out.txt"\n')
-    python.chmod(0o755)
-    return venv
 
 
 def _closed_port() -> int:

@@ -49,8 +49,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DLSETUP_LAB_CACHE", default))
 
 
-def build_root(dest: Path | None = None) -> Path:
-    """Return the cached Debian 12 root, building it with debootstrap first if it does not exist."""
+def build_root(dest: Path | None = None, suite: str = "bookworm", packages: tuple[str, ...] = PACKAGES) -> Path:
+    """Return the cached root at ``dest`` (default: the Debian 12 lab root), building it first with
+    debootstrap minbase of ``suite`` plus ``packages`` if it does not exist."""
     dest = dest or cache_dir()
     if (dest / "usr" / "bin" / "python3").exists():
         return dest
@@ -60,8 +61,8 @@ def build_root(dest: Path | None = None) -> Path:
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-             "bookworm", str(work), DEBIAN_MIRROR or host_debian_mirror()],
+            ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
+             suite, str(work), DEBIAN_MIRROR or host_debian_mirror()],
             check=True, stdout=subprocess.DEVNULL,
         )
         (work / "var" / "cache" / "apt" / "archives").mkdir(parents=True, exist_ok=True)
