@@ -62,11 +62,14 @@ class IndexFile:
 
 
 @lru_cache(maxsize=None)
-def linux_tags(python: str) -> FrozenSet[Tag]:
-    """Wheel tags pip accepts for CPython ``python`` ("3.12") on x86_64 Linux with glibc :data:`GLIBC`."""
+def linux_tags(python: str, arch: str = "x86_64") -> FrozenSet[Tag]:
+    """Wheel tags pip accepts for CPython ``python`` ("3.12") on ``arch`` ("x86_64", "aarch64") Linux with glibc
+    :data:`GLIBC`."""
     version = tuple(int(p) for p in python.split(".")[:2])
-    platforms = [f"manylinux_{GLIBC[0]}_{m}_x86_64" for m in range(GLIBC[1], 4, -1)]
-    platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+    platforms = [f"manylinux_{GLIBC[0]}_{m}_{arch}" for m in range(GLIBC[1], 4, -1)]
+    platforms += [f"manylinux2014_{arch}", f"linux_{arch}"]
+    if arch == "x86_64":
+        platforms[-1:-1] = ["manylinux2010_x86_64", "manylinux1_x86_64"]
     return frozenset(cpython_tags(version, platforms=platforms)) | frozenset(
         compatible_tags(version, platforms=platforms))
 
@@ -98,9 +101,10 @@ class Project:
                 continue
             yield version, tags, f
 
-    def releases(self, python: str) -> List[Version]:
-        """Final, not yanked releases with a wheel pip would install for ``python`` on x86_64 Linux, newest first."""
-        accepted = linux_tags(python)
+    def releases(self, python: str, arch: str = "x86_64") -> List[Version]:
+        """Final, not yanked releases with a wheel pip would install for ``python`` on ``arch`` Linux, newest
+        first."""
+        accepted = linux_tags(python, arch)
         found = {v.public for v, tags, f in self._wheels() if not v.is_prerelease and not v.is_devrelease
                  and not f.yanked and tags & accepted and _admits(f.requires_python, python)}
         return sorted((Version(v) for v in found), reverse=True)
@@ -111,17 +115,18 @@ class Project:
                  and not f.yanked}
         return sorted((Version(v) for v in found), reverse=True)
 
-    def newest(self, python: str, line: Optional[str] = None) -> Optional[Version]:
+    def newest(self, python: str, line: Optional[str] = None, arch: str = "x86_64") -> Optional[Version]:
         """The newest release for ``python``; with ``line`` ("2.15"), the newest of that release line."""
-        for v in self.releases(python):
+        for v in self.releases(python, arch):
             if line is None or f"{v.major}.{v.minor}" == line:
                 return v
         return None
 
-    def builds(self, version: str, python: Optional[str] = None) -> Tuple[str, ...]:
-        """The local labels ("cu130", "rocm7.2", "cpu") of ``version``'s wheels (for ``python`` if given)."""
+    def builds(self, version: str, python: Optional[str] = None, arch: str = "x86_64") -> Tuple[str, ...]:
+        """The local labels ("cu130", "rocm7.2", "cpu") of ``version``'s wheels (for ``python`` on ``arch`` if
+        given)."""
         want = Version(version).public
-        accepted = linux_tags(python) if python else None
+        accepted = linux_tags(python, arch) if python else None
         labels = {v.local for v, tags, f in self._wheels() if v.public == want and v.local and not f.yanked
                   and (accepted is None or (tags & accepted and _admits(f.requires_python, python or "")))}
         return tuple(sorted(labels))

@@ -218,6 +218,12 @@ def test_architectures_come_from_the_compat_table(monkeypatch) -> None:
         ("1002", "75a3", "mi355x", "CDNA4"),
         ("1002", "7551", "radeon-ai-pro-r9700", "RDNA4"),
         ("1002", "66af", "radeon-vii", "GCN5"),
+        # pci.ids 2026.08.22: GH200 144G HBM3e, HGX GB200, RTX PRO 6000 Server, MI300X HF/VF (cloud guests)
+        ("10de", "2348", "gh200-144gb", "Hopper"),
+        ("10de", "2941", "gb200", "Blackwell"),
+        ("10de", "2bb5", "rtx-pro-6000-blackwell-server", "Blackwell"),
+        ("1002", "74b5", "mi300x", "CDNA3"),
+        ("1002", "74a9", "mi300x", "CDNA3"),
     ],
 )
 def test_rows_added_for_current_and_old_hardware(vendor: str, device: str, key: str, arch: str) -> None:

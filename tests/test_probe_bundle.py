@@ -159,11 +159,24 @@ def test_garbage_bundle_still_finds_gpu_on_pci(tmp_path):
     """With every driver output destroyed, PCI ids alone still find and name the H100."""
     bundle = tmp_path / "bundle"
     shutil.copytree(H100_BUNDLE, bundle)
-    for victim in ("nvml.json", "cmd/nvidia-smi-q-x.out"):
+    for victim in ("nvml.json", "cmd/nvidia-smi-q-x.out", "cmd/nvidia-smi-q.out"):
         (bundle / victim).write_text("garbage")
     (gpu,) = probe(bundle=bundle).gpus
     assert gpu.name == "NVIDIA H100 80GB HBM3" and gpu.compute_capability == "9.0"
     assert gpu.uuid is None and "table" in gpu.sources
+
+
+def test_text_nvidia_smi_q_stands_in_for_a_broken_xml(tmp_path):
+    """Without NVML and the XML report, the bundle's plain ``nvidia-smi -q`` still gives the driver's facts."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(H100_BUNDLE, bundle)
+    for victim in ("nvml.json", "cmd/nvidia-smi-q-x.out"):
+        (bundle / victim).write_text("garbage")
+    profile = probe(bundle=bundle)
+    (gpu,) = profile.gpus
+    truth = json.loads((H100_BUNDLE / "expected.json").read_text())
+    assert gpu.uuid == truth["gpus"][0]["uuid"] and "nvidia-smi" in gpu.sources
+    assert profile.nvidia.library_version == truth["nvidia"]["driver_version"]
 
 
 @pytest.mark.parametrize(("machine_id", "uuid", "expected"), [

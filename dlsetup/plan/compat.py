@@ -103,6 +103,7 @@ class TorchRelease:
     rocm: Tuple[str, ...]
     cuda_experimental: Tuple[str, ...] = ()  #: CUDA builds PyTorch marks experimental for this release
     unverified: bool = False
+    cuda_aarch64: Tuple[str, ...] = ()  #: the CUDA builds that have Linux aarch64 (sbsa) wheels too
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class TensorflowRelease:
     cuda: str
     cudnn: str
     unverified: bool = False
+    cuda_aarch64: bool = False  #: the Linux aarch64 wheels are built with CUDA (else they are CPU builds)
 
 
 @dataclass(frozen=True)
@@ -168,10 +170,22 @@ class OSEntry:
     rocm_suite: str  #: the suite of AMD's apt repositories for this OS (Debian uses Ubuntu's builds)
     cuda_key_url: Optional[str] = None  #: replaces the CUDA repository's key for this OS
     cuda_key_fingerprint: Optional[str] = None
+    #: the architectures NVIDIA publishes this system's CUDA repository for (MachineArch.cuda_repo_arch)
+    cuda_arches: Tuple[str, ...] = ("x86_64",)
 
     @property
     def key(self) -> str:
         return f"{self.id} {self.version}"
+
+
+@dataclass(frozen=True)
+class MachineArch:
+    """A machine architecture dlsetup plans for, as ``uname -m`` names it, and the vendors' names of it."""
+
+    name: str  #: "x86_64", "aarch64"
+    cuda_repo_arch: str  #: the folder of NVIDIA's CUDA repositories: "x86_64", "sbsa"
+    deb_arch: str  #: Debian's name: "amd64", "arm64"
+    rocm: bool = False  #: AMD publishes ROCm for it
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,7 @@ class Compat:
     repositories: Mapping[str, Repository]
     retired: Tuple[Retired, ...]
     jax_releases: Tuple[JaxRelease, ...] = ()  #: newest first
+    arches: Tuple[MachineArch, ...] = ()  #: the machine architectures planned for
     #: table name -> "YYYY-MM-DD" the table was last checked against its sources; absent: unknown
     as_of: Mapping[str, str] = field(default_factory=dict)
 
@@ -225,6 +240,9 @@ class Compat:
 
     def architecture(self, cc: str) -> Optional[Architecture]:
         return next((a for a in self.architectures if a.covers(cc)), None)
+
+    def machine_arch(self, name: str) -> Optional[MachineArch]:
+        return next((a for a in self.arches if a.name == name), None)
 
 
 def _rows(cls: type, rows: list, tuples: Tuple[str, ...] = ()) -> tuple:
@@ -252,19 +270,21 @@ def load() -> Compat:
         cuda=_rows(Cuda, t["cuda"]["cuda"]),
         torch_index_base=t["pytorch"]["index_base"],
         torch_default=t["pytorch"]["default"],
-        torch=_rows(TorchRelease, t["pytorch"]["release"], ("python", "cuda", "rocm", "cuda_experimental")),
+        torch=_rows(TorchRelease, t["pytorch"]["release"],
+                    ("python", "cuda", "rocm", "cuda_experimental", "cuda_aarch64")),
         torch_cuda_builds=_rows(TorchCudaBuild, t["pytorch"]["cuda_build"]),
         tensorflow_default=t["tensorflow"]["default"],
         tensorflow=_rows(TensorflowRelease, t["tensorflow"]["release"], ("python",)),
         jax=_rows(JaxVariant, t["jax"]["variant"]),
         rocm=tuple(replace(row, os_limited={k: tuple(v) for k, v in row.os_limited.items()})
                    for row in _rows(RocmRelease, t["rocm"]["release"], ("gfx", "os"))),
-        systems=_rows(OSEntry, t["os"]["os"]),
+        systems=_rows(OSEntry, t["os"]["os"], ("cuda_arches",)),
         repositories={
             name: Repository(**{k: v for k, v in repo.items() if k in Repository.__dataclass_fields__})
             for name, repo in t["os"]["repositories"].items()
         },
         retired=_rows(Retired, t["retired"]["framework"], ("alternatives",)),
         jax_releases=_rows(JaxRelease, t["jax"].get("release", []), ("extras",)),
+        arches=_rows(MachineArch, t["os"].get("arch", [])),
         as_of={name: str(table["as_of"]) for name, table in t.items() if "as_of" in table},
     )

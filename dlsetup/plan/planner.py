@@ -17,6 +17,7 @@ refused when nothing publishes it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -30,6 +31,7 @@ from dlsetup.plan.compat import (
     Compat,
     Cuda,
     DriverBranch,
+    MachineArch,
     OSEntry,
     RocmRelease,
     TensorflowRelease,
@@ -91,6 +93,24 @@ class Plan:
             "sources": {k: dict(v) for k, v in self.sources.items()},
             "destroys": list(self.destroys),
         }
+
+
+#: L4T (Jetson Linux) kernels end in "-tegra" ("5.15.148-tegra"); Jetson GPUs name the module ("Orin (nvgpu)")
+_JETSON_GPU = re.compile(r"\b(orin|xavier|tegra|thor)\b|nvgpu", re.IGNORECASE)
+
+
+def jetson_evidence(profile: HostProfile) -> Optional[str]:
+    """What tells an NVIDIA Jetson (Tegra) module from an Arm server, or None: an L4T kernel, an NVIDIA-made
+    CPU (Carmel, Denver: lscpu's Vendor ID "Nvidia"; Grace's Neoverse cores say "ARM"), an integrated Jetson GPU."""
+    if profile.os.arch not in (None, "aarch64"):
+        return None
+    kernel = profile.os.kernel or profile.kernel.running or ""
+    if kernel.endswith("-tegra"):
+        return f"L4T kernel {kernel}"
+    if (profile.cpu.vendor or "").lower() == "nvidia":
+        return f"NVIDIA Tegra CPU {profile.cpu.model}" if profile.cpu.model else "NVIDIA Tegra CPU"
+    gpu = next((g for g in profile.gpus if g.vendor == "nvidia" and _JETSON_GPU.search(g.name or "")), None)
+    return f"integrated GPU {gpu.name}" if gpu else None
 
 
 def make_plan(profile: HostProfile, request: Request, live: Optional[LiveIndex] = None,
@@ -176,6 +196,8 @@ class _Planner:
         self.gpu_fit: Optional[Tuple[Tuple[Architecture, ...], Tuple[str, ...]]] = None
         self.rocm_fit: Optional[str] = None
         self.destroys: List[str] = []
+        #: the host's machine architecture (resolve_os); x86_64 until then
+        self.arch: MachineArch = data.machine_arch("x86_64") or MachineArch("x86_64", "x86_64", "amd64", True)
 
     def decide(self, topic: str, choice: str, reason: str, rule: str, source: Optional[str] = None) -> None:
         """Record a decision; ``source`` defaults to the table its rule names, else to the rule itself
@@ -263,15 +285,27 @@ class _Planner:
 
     def resolve_os(self) -> OSEntry:
         os_ = self.profile.os
+        jetson = jetson_evidence(self.profile)
+        if jetson:
+            raise PlanConflict(f"this is an NVIDIA Jetson (Tegra) board ({jetson}): its driver and CUDA come with "
+                               "JetPack (Jetson Linux), not from the sbsa repositories dlsetup installs: use NVIDIA "
+                               "SDK Manager or JetPack's own apt repository")
+        arch = self.data.machine_arch(os_.arch or "x86_64")
+        if arch is None:
+            planned = " and ".join(a.name for a in self.data.arches)
+            raise PlanConflict(f"architecture {os_.arch} is not supported: dlsetup plans {planned} hosts only "
+                               "(install on one of those)")
+        self.arch = arch
         supported = ", ".join(f"{s.id.capitalize()} {s.version}" for s in self.data.systems)
         system = next((s for s in self.data.systems if (s.id, s.version) == (os_.id, os_.version_id)), None)
         if system is None:
             found = os_.pretty_name or (f"{os_.id} {os_.version_id}" if os_.id else "an unknown OS")
             raise PlanConflict(f"{found} is not supported: install {supported} (or plan from a bundle of one)")
-        if os_.arch not in (None, "x86_64"):
-            raise PlanConflict(f"architecture {os_.arch} is not supported: dlsetup plans x86_64 hosts only")
         rule = f"os:{system.id}-{system.version}"
         self.decide("os", system.key, f"{system.key} ({system.codename}) is supported", rule)
+        if arch.name != "x86_64":
+            self.decide("architecture", arch.name, f"{arch.deb_arch} packages; NVIDIA's CUDA repositories for it are "
+                        f"the {arch.cuda_repo_arch} ones", f"os:arch-{arch.name}")
         return system
 
     def resolve_python(self, system: OSEntry) -> str:
@@ -318,6 +352,10 @@ class _Planner:
 
     def resolve_nvidia(self, gpus: Tuple[GPU, ...], system: OSEntry) -> _Nvidia:
         r = self.request
+        if self.arch.cuda_repo_arch not in system.cuda_arches:
+            others = ", ".join(s.key for s in self.data.systems if self.arch.cuda_repo_arch in s.cuda_arches)
+            raise PlanConflict(f"NVIDIA publishes no {self.arch.cuda_repo_arch} CUDA repository for {system.key}: "
+                               f"install one of {others} on this {self.arch.name} host")
         by_gpu = [(g, self.architecture_of(g)) for g in gpus]
         archs = tuple(dict.fromkeys(a for _, a in by_gpu))
         ccs = tuple(g.compute_capability or a.cc_min for g, a in by_gpu)
@@ -531,6 +569,14 @@ class _Planner:
     # -- AMD ---------------------------------------------------------------------------------
     def resolve_rocm(self, gpus: Tuple[GPU, ...], system: OSEntry) -> Optional[str]:
         r = self.request
+        if not self.arch.rocm:
+            if r.rocm:
+                raise PlanConflict(f"--rocm {r.rocm}: AMD publishes ROCm for x86_64 only and this host is "
+                                   f"{self.arch.name}: drop --rocm")
+            why = f"AMD publishes ROCm for x86_64 only, this host is {self.arch.name}"
+            self.warn(f"the AMD GPU is not used: {why}")
+            self.decide("accelerator", "cpu", f"{why}: CPU builds", f"os:arch-{self.arch.name}")
+            return None
         targets = tuple(dict.fromkeys(g.gfx_target for g in gpus if g.gfx_target))
         if not targets:
             if r.rocm:
@@ -610,10 +656,11 @@ class _Planner:
             if index and exact and wanted not in {str(v) for v in index.all_releases()}:
                 raise PlanConflict(f"{name} {wanted} is not published on {index.url} (as of {index.as_of}): use "
                                    f"{option} {line} for its newest patch release")
-            live = index.newest(python, line) if index else None
-            if index and (live is None or (exact and wanted not in {str(v) for v in index.releases(python)})):
-                raise PlanConflict(f"{name} {wanted} has no wheel for Python {python} on x86_64 Linux on {index.url} "
-                                   f"(as of {index.as_of}): use another --python or {option}")
+            live = index.newest(python, line, self.arch.name) if index else None
+            if index and (live is None or (exact and wanted not in
+                                           {str(v) for v in index.releases(python, self.arch.name)})):
+                raise PlanConflict(f"{name} {wanted} has no wheel for Python {python} on {self.arch.name} Linux on "
+                                   f"{index.url} (as of {index.as_of}): use another --python or {option}")
             if not index and python not in row.python and not row.unverified:
                 raise PlanConflict(f"{name} {row.version} supports Python {_ver_list(row.python)}, not {python}: "
                                    f"use --python {row.python[-1]} or another {option}")
@@ -623,7 +670,7 @@ class _Planner:
             return _Release(row, version, exact, reason, source or ("request" if row.unverified else f"table:{name}"))
         skipped: List[str] = []
         lines_seen: set = set()
-        for newest in (index.releases(python) if index else ()):
+        for newest in (index.releases(python, self.arch.name) if index else ()):
             line = minor(str(newest))
             if line in lines_seen:
                 continue
@@ -684,12 +731,13 @@ class _Planner:
         self.torch_pick = pick
         self.decide_release("torch", "pytorch", pick)
         vendor = self.live_project(PYTORCH)
-        labels = vendor.builds(pick.version, python) if vendor and not pick.row.unverified else ()
+        labels = vendor.builds(pick.version, python, self.arch.name) if vendor and not pick.row.unverified else ()
         if labels:  # PyTorch's own index says which builds this release has: they replace the table's
             self.torch_labels = labels
             cuda = sorted({v for x in labels if (v := _tag_version(x, "cu"))}, key=vtuple)
             rocm = sorted({v for x in labels if (v := _tag_version(x, "rocm"))}, key=vtuple)
-            return replace(pick.row, cuda=tuple(cuda), rocm=tuple(rocm))
+            aarch64 = tuple(cuda) if self.arch.name == "aarch64" else pick.row.cuda_aarch64
+            return replace(pick.row, cuda=tuple(cuda), rocm=tuple(rocm), cuda_aarch64=aarch64)
         return pick.row
 
     def torch_synth(self, line: str, python: str) -> TorchRelease:
@@ -697,14 +745,16 @@ class _Planner:
         them, else those of the newest known release."""
         base = max(self.data.torch, key=lambda t: vtuple(t.version))
         vendor = self.live_project(PYTORCH)
-        newest = vendor.newest(python, line) if vendor else None
-        labels = vendor.builds(str(newest), python) if vendor and newest else ()
+        newest = vendor.newest(python, line, self.arch.name) if vendor else None
+        labels = vendor.builds(str(newest), python, self.arch.name) if vendor and newest else ()
         cuda = tuple(sorted({v for x in labels if (v := _tag_version(x, "cu"))}, key=vtuple))
         rocm = tuple(sorted({v for x in labels if (v := _tag_version(x, "rocm"))}, key=vtuple))
         if labels:
             self.cite(f"index:{PYTORCH}")
-            return TorchRelease(f"{line}.0", (python,), cuda, rocm, (), unverified=True)
-        return TorchRelease(f"{line}.0", (python,), base.cuda, base.rocm, base.cuda_experimental, unverified=True)
+            return TorchRelease(f"{line}.0", (python,), cuda, rocm, (), unverified=True,
+                                cuda_aarch64=cuda if self.arch.name == "aarch64" else ())
+        return TorchRelease(f"{line}.0", (python,), base.cuda, base.rocm, base.cuda_experimental, unverified=True,
+                            cuda_aarch64=base.cuda_aarch64)
 
     def resolve_pytorch(self, python: str, nvidia: Optional[_Nvidia], rocm: Optional[str]) -> None:
         release = self.torch
@@ -735,7 +785,8 @@ class _Planner:
                      ccs: Tuple[str, ...]) -> List[Cuda]:
         """The CUDA builds of ``release`` compiled for every one of these GPUs."""
         built_for = {b.cuda: b for b in self.data.torch_cuda_builds}
-        return [c for c in map(self.data.cuda_release, release.cuda) if c is not None
+        cuda = release.cuda if self.arch.name == "x86_64" else release.cuda_aarch64  # the builds with our wheels
+        return [c for c in map(self.data.cuda_release, cuda) if c is not None
                 and c.version in built_for and all(built_for[c.version].runs_on(cc) for cc in ccs)
                 and all(vtuple(c.min_cc) <= vtuple(cc) for cc in ccs) and all(a.allows_cuda(c.version) for a in archs)]
 
@@ -772,6 +823,9 @@ class _Planner:
         release = pick.row
         if rocm:
             raise PlanConflict("TensorFlow is not planned on AMD GPUs: use --framework pytorch or --framework jax")
+        if nvidia and self.arch.name != "x86_64" and not release.cuda_aarch64:
+            raise PlanConflict(f"tensorflow {pick.version} has no CUDA build for {self.arch.name} (its Linux "
+                               f"{self.arch.name} wheels are CPU builds): use --framework pytorch or --framework jax")
         if nvidia and vtuple(nvidia.cuda_ceiling) < vtuple(release.cuda):
             raise PlanConflict(f"tensorflow {pick.version} needs a driver for CUDA {release.cuda}, the driver "
                                f"supports {nvidia.cuda_ceiling}: use a newer --driver-branch")
@@ -808,7 +862,7 @@ class _Planner:
                       key=lambda j: vtuple(j.version), reverse=True)
         fit = [j for j in rows if not j.python_min or vtuple(python) >= vtuple(j.python_min)]
         index = self.live_project("jax")
-        newest = index.newest(python) if index else None
+        newest = index.newest(python, arch=self.arch.name) if index else None
         if newest is not None and rows and newest.release < vtuple(rows[-1].version) and variant:
             newest = None  # older than every release the tables know to carry this extra: not trusted
         if newest is not None and index is not None:
@@ -950,8 +1004,8 @@ class _Planner:
         repo = self.data.repositories[name]
         if name == "cuda" and system.cuda_key_url and system.cuda_key_fingerprint:
             repo = replace(repo, key_url=system.cuda_key_url, key_fingerprint=system.cuda_key_fingerprint)
-        values = {"cuda_repo": system.cuda_repo, "codename": system.codename, "rocm_suite": system.rocm_suite,
-                  **fields}
+        values = {"cuda_repo": system.cuda_repo, "cuda_arch": self.arch.cuda_repo_arch, "codename": system.codename,
+                  "rocm_suite": system.rocm_suite, **fields}
         return {
             "url": repo.url.format(**values),
             "suite": repo.suite.format(**values),

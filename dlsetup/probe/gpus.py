@@ -36,6 +36,7 @@ KFD_NODES = "/sys/class/kfd/kfd/topology/nodes"
 
 COMMANDS = {
     "nvidia-smi-q-x": ["nvidia-smi", "-q", "-x"],
+    "nvidia-smi-q": ["nvidia-smi", "-q"],
     "nvidia-smi-topo-m": ["nvidia-smi", "topo", "-m"],
     "nvcc-version": ["nvcc", "--version"],
     "amd-smi-static-json": ["amd-smi", "static", "--json"],
@@ -145,6 +146,12 @@ def nvidia_layers(host: Host, pci_gpus: List[dict]) -> Tuple[List[nv.SmiReport],
                 reports.append(nv.parse_smi_xml(xml))
             except nv.SmiParseError as err:
                 host.note(f"nvidia-smi -q -x: {err}")
+        if not any(r.gpus for r in reports):
+            # the text report: what support cases and bundles often hold alone (nvidia-smi -q)
+            text = host.run("nvidia-smi-q", COMMANDS["nvidia-smi-q"])
+            report = nv.parse_smi_q_text(text) if text else None
+            if report and (report.gpus or report.driver_version):
+                reports.append(report)
     return reports, snapshot
 
 
