@@ -64,6 +64,9 @@ def test_every_capture_parses_into_gpu_fields(path):
     if "cpu-node" in path.name:
         assert gpus == ()
         return
+    if "amd-smi-metric" in path.name:  # metrics only: no device id (test_amd_smi_metric_power_is_not_a_power_limit)
+        assert [g.get("pci_device_id") for g in gpus] == [None]
+        return
     assert gpus
     for gpu in gpus:
         assert set(gpu) <= GPU_FIELDS
@@ -281,3 +284,23 @@ def test_rocm_smi_concise_table_of_rocm_6_1_with_node_and_ids_columns():
     rows = [(g["index"], g["pci_device_id"], g["power_limit_w"]) for g in gpus]
     assert rows == [(0, "73bf", 150.0), (1, "73a3", 213.0)]
     assert all("compute_partition" not in g for g in gpus)  # "N/A, N/A, 0": not partitioned
+
+
+def test_rocm_smi_cards_keyed_out_of_order_are_indexed_by_card_number():
+    """A real 4x MI100 rocm-smi --json (ROCm 4/5 era) whose keys come card0, card3, card2, card1: the device
+    index is the card's rank, in index order, each card keeping its own bus id and unique id."""
+    report = parse_rocm_smi_json((AMD / "rocm-smi-json_4x-mi100_card-keys-unordered.json").read_text())
+    assert [(g["index"], g["pci_bus_id"], g["uuid"]) for g in report.gpus] == [
+        (0, "0000:63:00.0", "GPU-7ef570db1b346018"),
+        (1, "0000:43:00.0", "GPU-6be2ee3b2b314cfc"),
+        (2, "0000:26:00.0", "GPU-a8a0e90b7ea1c0ad"),
+        (3, "0000:03:00.0", "GPU-2f94151ef4b53e39"),
+    ]
+    assert {g["pci_device_id"] for g in report.gpus} == {"738c"}
+
+
+def test_amd_smi_metric_power_is_not_a_power_limit():
+    """``amd-smi metric -p --json`` (AMD's own example): the socket power it reports is the draw, not a
+    limit, and nothing else about the GPU is in it."""
+    (gpu,) = parse_amd_smi_json((AMD / "amd-smi-metric-p-json_rocm6.1_changelog.json").read_text()).gpus
+    assert gpu == {"vendor": "amd", "index": 0, "pci_vendor_id": "1002", "sources": ("amd-smi",)}
