@@ -131,7 +131,17 @@ def _amd_bundle(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("which", ["h100", "amd"])
+def _arm_bundle(root: Path) -> Path:
+    """A bundle of real Grace Hopper captures: lscpu, uname and the text nvidia-smi -q (no XML report)."""
+    public = FIXTURES / "public"
+    (root / "cmd").mkdir(parents=True)
+    shutil.copy(public / "cpu" / "lscpu_gh200-neoverse-v2-64c_container.txt", root / "cmd" / "lscpu.out")
+    shutil.copy(public / "system" / "uname-a_gh200_6.8.0-1013-nvidia-64k.txt", root / "cmd" / "uname-a.out")
+    shutil.copy(public / "nvidia" / "smi-q_gh200-480gb_drv550.127.05.txt", root / "cmd" / "nvidia-smi-q.out")
+    return root
+
+
+@pytest.mark.parametrize("which", ["h100", "amd", "gh200"])
 def test_bundle_reader_never_raises_on_truncated_files(tmp_path, which):
     """Each file of a bundle cut at several lines in turn: the probe reads the rest, nothing raises."""
     bundle = tmp_path / "bundle"
@@ -139,7 +149,7 @@ def test_bundle_reader_never_raises_on_truncated_files(tmp_path, which):
         source = H100_BUNDLE
         shutil.copytree(H100_BUNDLE, bundle, symlinks=True)
     else:
-        source = _amd_bundle(tmp_path / "source")
+        source = (_amd_bundle if which == "amd" else _arm_bundle)(tmp_path / "source")
         shutil.copytree(source, bundle)
     for original in sorted(p for p in source.rglob("*") if p.is_file() and not p.is_symlink()):
         target = bundle / original.relative_to(source)

@@ -186,3 +186,16 @@ def test_index_answers_are_read_for_the_host_architecture():
     assert [str(v) for v in page.releases("3.13", "aarch64")] == ["2.10.0"]
     assert [str(v) for v in page.releases("3.13")] == ["2.9.1"]
     assert page.builds("2.10.0", "3.13", "aarch64") == ("cpu",) and page.builds("2.10.0", "3.13") == ()
+
+
+def test_a_system_without_an_sbsa_repository_is_refused(gh200, monkeypatch):
+    from dlsetup.plan import compat
+
+    data = compat.load()
+    x86_only = replace(data, systems=tuple(replace(s, cuda_arches=("x86_64",)) if s.key == "ubuntu 24.04" else s
+                                           for s in data.systems))
+    monkeypatch.setattr(compat, "load", lambda: x86_only)
+    with pytest.raises(PlanConflict) as err:
+        make_plan(gh200, Request())
+    assert str(err.value).startswith("NVIDIA publishes no sbsa CUDA repository for ubuntu 24.04: install one of "
+                                     "ubuntu 22.04, debian 12")
