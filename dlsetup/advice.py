@@ -342,6 +342,10 @@ def cpu_cores(p: HostProfile) -> Iterator[Finding]:
 @rule
 def cpu_vector(p: HostProfile) -> Iterator[Finding]:
     c = p.cpu
+    if p.os.arch not in (None, "x86_64", "i686"):  # AVX is x86's: an Arm CPU's vector units are NEON/SVE
+        yield Finding("cpu.avx2", "info", f"an {p.os.arch} CPU: AVX2 and AVX-512 are x86 instruction sets",
+                      "Frameworks' Arm builds use the CPU's NEON/SVE vector units instead.")
+        return
     if c.avx2 is False:
         yield Finding("cpu.avx2", "warn", "the CPU lacks AVX2",
                       "Recent TensorFlow wheels need AVX2 (and AVX); PyTorch CPU kernels run slower.")

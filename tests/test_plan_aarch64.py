@@ -199,3 +199,13 @@ def test_a_system_without_an_sbsa_repository_is_refused(gh200, monkeypatch):
         make_plan(gh200, Request())
     assert str(err.value).startswith("NVIDIA publishes no sbsa CUDA repository for ubuntu 24.04: install one of "
                                      "ubuntu 22.04, debian 12")
+
+
+def test_check_does_not_ask_an_arm_cpu_for_avx2(gh200):
+    from dlsetup.advice import run_checks
+
+    (avx,) = [f for f in run_checks(gh200) if f.id == "cpu.avx2"]
+    assert (avx.severity, avx.message) == ("info", "an aarch64 CPU: AVX2 and AVX-512 are x86 instruction sets")
+    assert not [f for f in run_checks(gh200) if f.id == "cpu.avx512"]
+    x86 = replace(gh200, os=replace(gh200.os, arch="x86_64"))  # the same flags read on x86_64: no AVX2
+    assert [f.severity for f in run_checks(x86) if f.id == "cpu.avx2"] == ["warn"]
