@@ -209,3 +209,15 @@ def test_check_does_not_ask_an_arm_cpu_for_avx2(gh200):
     assert not [f for f in run_checks(gh200) if f.id == "cpu.avx512"]
     x86 = replace(gh200, os=replace(gh200.os, arch="x86_64"))  # the same flags read on x86_64: no AVX2
     assert [f.severity for f in run_checks(x86) if f.id == "cpu.avx2"] == ["warn"]
+
+
+@pytest.mark.parametrize(("name", "device", "cc", "build"), [
+    ("NVIDIA GB200", "2941", "10.0", "cu132"),  # Grace Blackwell: Blackwell needs the open modules
+    ("NVIDIA GB10", "2e12", "12.1", "cu132"),  # DGX Spark
+])
+def test_grace_blackwell_hosts_are_planned_with_open_modules(gh200, name, device, cc, build):
+    gpu = replace(gh200.gpus[0], name=name, pci_device_id=device, compute_capability=cc, architecture="Blackwell")
+    plan = make_plan(replace(gh200, gpus=(gpu,)), Request())
+    assert choice(plan, "kernel modules") == ("open", "nvidia:Blackwell")
+    assert choice(plan, "torch build")[0] == build
+    assert plan.variables["nvidia_driver_repo_url"] == CUDA_REPOS + "ubuntu2404/sbsa/"
