@@ -224,6 +224,14 @@ def test_architectures_come_from_the_compat_table(monkeypatch) -> None:
         ("10de", "2bb5", "rtx-pro-6000-blackwell-server", "Blackwell"),
         ("1002", "74b5", "mi300x", "CDNA3"),
         ("1002", "74a9", "mi300x", "CDNA3"),
+        ("1002", "74a0", "mi300a", "CDNA3"),
+        ("1002", "74b9", "mi325x", "CDNA3"),
+        ("10de", "2329", "h20", "Hopper"),
+        ("10de", "2324", "h800", "Hopper"),
+        ("10de", "20f3", "a800-80gb", "Ampere"),
+        ("10de", "26ba", "l20", "Ada Lovelace"),
+        ("10de", "2786", "rtx-4070", "Ada Lovelace"),
+        ("10de", "2484", "rtx-3070", "Ampere"),
     ],
 )
 def test_rows_added_for_current_and_old_hardware(vendor: str, device: str, key: str, arch: str) -> None:
