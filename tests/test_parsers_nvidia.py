@@ -488,3 +488,16 @@ def test_xml_mig_devices_none_on_gpu_without_mig_is_unknown(name: str) -> None:
     assert "mig_enabled" not in gpu and "mig_devices" not in gpu
     # and where MIG is on, the devices are still counted
     assert _public("xml_a100-sxm4-80gb_mig_drv535_v12.xml").gpus[0]["mig_devices"] == 4
+
+
+def test_arm_tables_grace_hopper_and_jetson() -> None:
+    """nvidia-smi tables of a GH200 (aarch64 server) and a Jetson AGX Orin, whose integrated GPU has no PCI
+    bus id ("N/A") and no memory figure: the Jetson's GPU is kept, with what the table does say."""
+    gh200 = _public("smi-table_gh200-480gb_drv570.124.06.txt")
+    assert (gh200.driver_version, gh200.cuda_version) == ("570.124.06", "12.8")
+    (gpu,) = gh200.gpus
+    assert (gpu["name"], gpu["pci_bus_id"], gpu["power_limit_w"], gpu["memory_bytes"]) == (
+        "NVIDIA GH200 480GB", "0000:dd:00.0", 700.0, 97871 * 1024 * 1024)
+    jetson = _public("smi-table_jetson-agx-orin-nvgpu_drv540.4.0.txt")
+    assert (jetson.driver_version, jetson.cuda_version) == ("540.4.0", "12.6")
+    assert jetson.gpus == ({"index": 0, "name": "Orin (nvgpu)", "vendor": "nvidia", "sources": ("nvidia-smi",)},)

@@ -410,8 +410,8 @@ _TABLE_HEADER = re.compile(
     r"NVIDIA-SMI\s+\S+\s+(?:Driver|KMD) Version:\s+(\S+)(?:\s+CUDA (?:UMD )?Version:\s+(\S+))?"
 )
 _TABLE_GPU = re.compile(
-    r"\|\s+(\d+)\s+(.+?)\s+(On|Off|WDDM|TCC|MCDM|N/A)\s*\|\s*([0-9A-Fa-f]+:[0-9A-Fa-f:.]+)\s+\S+\s*\|"
-)
+    r"\|\s+(\d+)\s+(.+?)\s+(On|Off|WDDM|TCC|MCDM|N/A)\s*\|\s*([0-9A-Fa-f]+:[0-9A-Fa-f:.]+|N/A)\s+\S+\s*\|"
+)  # a Jetson's integrated GPU ("Orin (nvgpu)") has no PCI bus id: "N/A"
 #: A GPU row of the vGPU host table: index and name, then only the bus id (no Persistence-M, no Disp.A).
 _VGPU_HOST_GPU = re.compile(r"\|\s+(\d+)\s+(.+?)\s*\|\s*([0-9A-Fa-f]+:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*\|")
 
