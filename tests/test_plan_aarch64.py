@@ -221,3 +221,22 @@ def test_grace_blackwell_hosts_are_planned_with_open_modules(gh200, name, device
     assert choice(plan, "kernel modules") == ("open", "nvidia:Blackwell")
     assert choice(plan, "torch build")[0] == build
     assert plan.variables["nvidia_driver_repo_url"] == CUDA_REPOS + "ubuntu2404/sbsa/"
+
+
+@pytest.mark.parametrize("os_file", ["Debian-12.yml", "Debian-13.yml", "Ubuntu-22.04.yml", "Ubuntu-24.04.yml",
+                                     pytest.param("Ubuntu-26.04.yml", marks=pytest.mark.xfail(
+                                         strict=True, reason="Ubuntu 26.04's CUDA key: os.toml keeps 3bf863cc "
+                                         "(unconfirmed), the roles assume 8793F200 (as test_pinned_keys)"))])
+def test_roles_on_their_own_pick_the_repository_the_plan_names_on_arm(gh200, os_file):
+    """Run from plain ansible-playbook on an aarch64 host (no plan variables), the driver and CUDA roles default
+    to the same sbsa repository and key that the plan hands them."""
+    from tests.test_vendor_descriptions import render, value
+
+    distro_id, version = os_file.removesuffix(".yml").split("-")
+    host = replace(gh200, os=replace(gh200.os, id=distro_id.lower(), version_id=version))
+    plan = make_plan(host, Request(cuda="13.0"))
+    facts = {"ansible_facts": {"architecture": "aarch64"}}
+    for role in ("nvidia_driver", "cuda_toolkit"):
+        templar = render(REPO / "roles" / role, os_file, **facts)
+        for key in ("url", "key_url", "key_fingerprint"):
+            assert value(templar, f"{role}_repo_{key}") == plan.variables[f"{role}_repo_{key}"], (role, key)
