@@ -251,3 +251,18 @@ def test_check_rules_use_the_cuda_tables_floors():
     current = [c for c in rows if compat.vtuple(c.version)[0] >= 12]
     assert advice.CUDA_CURRENT_MIN_CC == compat.vtuple(newest.min_cc)
     assert advice.CUDA_ANY_MIN_CC == min(compat.vtuple(c.min_cc) for c in current)
+
+
+def test_aarch64_cuda_builds_are_builds_of_that_release():
+    """The CUDA builds a torch release has for aarch64 (Grace, sbsa) are among its builds; every architecture
+    planned for names NVIDIA's repository folder and Debian's architecture; every system has an x86_64 CUDA
+    repository, and NVIDIA's folders are the only ones named."""
+    data = compat.load()
+    for release in data.torch:
+        assert set(release.cuda_aarch64) <= set(release.cuda), release.version
+    assert any(r.cuda_aarch64 for r in data.torch)
+    assert {(a.name, a.cuda_repo_arch, a.deb_arch) for a in data.arches} == {
+        ("x86_64", "x86_64", "amd64"), ("aarch64", "sbsa", "arm64")}
+    for system in data.systems:
+        assert "x86_64" in system.cuda_arches and set(system.cuda_arches) <= {"x86_64", "sbsa"}, system.key
+    assert not any(r.cuda_aarch64 for r in data.tensorflow)
