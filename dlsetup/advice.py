@@ -237,8 +237,12 @@ def gpu_partitions(p: HostProfile) -> Iterator[Finding]:
     physical = len(_compute_gpus(p))
     visible = p.visible_gpu_count
     modes = sorted({"/".join(m for m in (g.compute_partition, g.memory_partition) if m) or "unknown" for g in split})
+    # cards may show unequal counts (a partition hidden or missing): say the range, not a wrong mean
+    counts = sorted({len(g.partitions) or 1 for g in _compute_gpus(p)})
+    per_card = (str(visible // physical) if visible % physical == 0 else
+                f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else "~")
     message = (f"{physical} physical GPU(s) in {', '.join(modes)} mode: frameworks see {visible} device(s)"
-               + ("" if visible == physical else f" ({visible // physical if visible % physical == 0 else '~'}"
+               + ("" if visible == physical else f" ({per_card}"
                   " per card, each with that share of compute units and memory)"))
     if visible == physical:
         yield Finding("gpu.partitions", "pass", message)

@@ -71,7 +71,8 @@ def test_every_capture_parses_into_gpu_fields(path):
     for gpu in gpus:
         assert set(gpu) <= GPU_FIELDS
         assert gpu["vendor"] == "amd"
-        assert gpu["pci_device_id"] in {"738c", "66a1", "73df", "74a1", "740f", "740c", "6860", "74a2", "73bf", "73a3"}
+        assert gpu["pci_device_id"] in {"738c", "66a1", "73df", "74a1", "740f", "740c", "6860", "6861", "74a2",
+                                        "73bf", "73a3"}
         assert len(gpu["sources"]) == 1
 
 

@@ -228,12 +228,18 @@ def _plausible_max(max_mhz: float | None, floor: float | None) -> float | None:
     return max_mhz
 
 
+#: lscpu "Vendor ID" of Arm licensees that make only system-on-chip parts, one package per system: NVIDIA
+#: (Tegra: Carmel, Denver), Qualcomm (Kryo, Falkor: Snapdragon, and the Centriq server, single-socket
+#: only), Samsung (Exynos), Apple. Server vendors (HiSilicon Kunpeng, Cavium ThunderX, Ampere) are not.
+_SOC_VENDORS = frozenset({"nvidia", "qualcomm", "samsung", "apple"})
+
+
 def _embedded_arm(pairs: dict[str, str]) -> bool:
     """A system-on-chip Arm part, never more than one package per system: an Arm Ltd. Cortex-A core
-    (Jetson Orin, phones, boards) or an NVIDIA Tegra core (Carmel, Denver: Jetson Xavier, TX2). Server
-    parts (Neoverse in Grace and Ampere, Kunpeng, ThunderX) do come in several sockets."""
+    (Jetson Orin, phones, boards) or a core of a SoC-only vendor (:data:`_SOC_VENDORS`). Server parts
+    (Neoverse in Grace and Ampere, Kunpeng, ThunderX) do come in several sockets."""
     vendor, model = pairs.get("Vendor ID"), pairs.get("Model name") or ""
-    return (vendor == "ARM" and model.startswith("Cortex-A")) or (vendor or "").lower() == "nvidia"
+    return (vendor == "ARM" and model.startswith("Cortex-A")) or (vendor or "").lower() in _SOC_VENDORS
 
 
 def _block_cores(block: dict[str, str], embedded: bool) -> tuple[int | None, int | None]:

@@ -188,8 +188,14 @@ def _table_rows(lines: list[str]) -> Iterator[Row]:
     parents: list[str] = []  # tree path: parents[d] is the last device seen at depth d
     for line in lines[1:]:
         cells: dict[int, tuple[int, int]] = {}
+        previous: Optional[int] = None
         for start, end in _spans(line):
-            column = _column_of((start, end), headers)
+            # a word under no header continues the text before it ("VMware Virtual S" under MODEL): the
+            # first word of a cell always sits under its header (left-aligned text starts there,
+            # right-aligned numbers end there)
+            overlaps = any(min(end, h_end) > max(start, h_start) for h_start, h_end in headers)
+            column = previous if previous is not None and not overlaps else _column_of((start, end), headers)
+            previous = column
             first = cells.get(column, (start, end))[0]
             cells[column] = (first, end)
         row: Row = {names[i]: line[s:e] for i, (s, e) in cells.items()}
