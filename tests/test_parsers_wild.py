@@ -15,7 +15,13 @@ from dlsetup.parsers.cpu import parse_lscpu
 from dlsetup.parsers.dmi import parse_dmidecode_memory
 from dlsetup.parsers.lsblk import parse_lsblk_json, parse_lsblk_table
 from dlsetup.parsers.mdstat import parse_mdstat
-from dlsetup.parsers.nvidia import parse_smi_q_text, parse_smi_table, parse_smi_xml
+from dlsetup.parsers.nvidia import (
+    parse_smi_q_text,
+    parse_smi_query_csv,
+    parse_smi_table,
+    parse_smi_xml,
+    split_capture,
+)
 from dlsetup.parsers.system import parse_os_release
 from dlsetup.probe import probe_host
 from dlsetup.probe.host import Host
@@ -79,6 +85,39 @@ def test_nvidia_outputs(name, driver, cuda, gpus):
             g.get("power_default_w")) for g in report.gpus]
     assert got == [(bus, gpu, mib * MIB, limit, default) for bus, gpu, mib, limit, default in gpus]
     assert [g["index"] for g in report.gpus] == list(range(len(gpus)))
+
+
+CAPTURES = [
+    # file, driver, cuda, (bus id, name, memory MiB, power limit, default, persistence)
+    ("capture_rtx2080super_linux_drv610.57.04.txt", "610.57.04", "13.3",
+     ("0000:0c:00.0", "NVIDIA GeForce RTX 2080 SUPER", 8192, 250.0, 250.0, False)),
+    ("capture_rtx2080super_linux_drv595.71.05.txt", "595.71.05", "13.2",
+     ("0000:0c:00.0", "NVIDIA GeForce RTX 2080 SUPER", 8192, 250.0, 250.0, False)),
+    ("capture_rtx2080super_windows_drv591.86.txt", "591.86", "13.1",
+     ("0000:0c:00.0", "NVIDIA GeForce RTX 2080 SUPER", 8192, 250.0, 250.0, None)),
+    ("capture_h200_drv590.48.01.txt", "590.48.01", "13.1", ("0000:83:00.0", "NVIDIA H200", 143771, 700.0, 700.0, True)),
+]
+
+
+@pytest.mark.parametrize("name, driver, cuda, gpu", CAPTURES, ids=[row[0] for row in CAPTURES])
+def test_exporter_captures_every_section_agrees(name, driver, cuda, gpu):
+    """The -q text, the --query-gpu CSV and the table of one capture, idle and under load, give the same card
+    (the table cuts long names to "NVIDIA GeForce RTX 2080 ..." and has no default limit: those stay unknown)."""
+    sections = split_capture(_text("nvidia", name))
+    bus, product, mib, limit, default, persistence = gpu
+    for phase in ("idle", "load"):
+        q = parse_smi_q_text(sections[f"{phase} :: query (-q)"])
+        csv = parse_smi_query_csv(sections[f"{phase} :: query-gpu (csv, what the exporter parses)"])
+        table = parse_smi_table(sections[f"{phase} :: nvidia-smi (default table)"])
+        assert (q.driver_version, q.cuda_version, table.driver_version, table.cuda_version) == (driver, cuda) * 2
+        assert csv.driver_version == driver
+        for report in (q, csv, table):
+            (got,) = report.gpus
+            assert (got["pci_bus_id"], got["memory_bytes"], got["power_limit_w"], got.get("persistence_mode")) == (
+                bus, mib * MIB, limit, persistence)
+        assert q.gpus[0]["name"] == csv.gpus[0]["name"] == product
+        assert q.gpus[0]["power_default_w"] == csv.gpus[0]["power_default_w"] == default
+        assert table.gpus[0].get("name") in (product, None) and "power_default_w" not in table.gpus[0]
 
 
 def test_nvidia_unknowns_stay_unknown():
