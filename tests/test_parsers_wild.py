@@ -10,7 +10,7 @@ import pytest
 
 from conftest import PUBLIC
 from dlsetup.advice import run_checks
-from dlsetup.parsers.amd import parse_rocm_smi_json, parse_rocm_smi_text
+from dlsetup.parsers.amd import parse_rocm_smi_json, parse_rocm_smi_text, parse_rocminfo
 from dlsetup.parsers.cpu import parse_lscpu
 from dlsetup.parsers.dmi import parse_dmidecode_memory
 from dlsetup.parsers.lsblk import parse_lsblk_json, parse_lsblk_table
@@ -291,3 +291,27 @@ def test_every_public_capture_is_cited_once():
     listed = [row[0] for row in rows]
     files = {str(p.relative_to(PUBLIC)) for p in PUBLIC.rglob("*") if p.is_file() and p.name != "SOURCES.tsv"}
     assert len(listed) == len(set(listed)) and set(listed) == files
+
+
+def _indented(text: str) -> str:
+    """The output as pasted into a Markdown list or a mail quote: every line indented by four spaces."""
+    return "".join("    " + line for line in text.splitlines(keepends=True))
+
+
+@pytest.mark.parametrize("kind, name, parse", [
+    ("nvidia", "smi-table_10x-a40_drv550.127.05.txt", parse_smi_table),
+    ("nvidia", "smi-vgpu-table_host_rtx-unlocked_drv525.147.01.txt", parse_smi_table),
+    ("amd", "rocm-smi_concise_4x-mi300x.txt", parse_rocm_smi_text),
+    ("amd", "rocminfo_4x-mi300x_2x-epyc9474f.txt", parse_rocminfo),
+    ("system", "dmidecode_lenovo-systemx.txt", parse_dmidecode_memory),
+    ("nvidia", "smi-q_10x-a40_drv550.127.05.txt", parse_smi_q_text),
+    ("amd", "rocm-smi_showall_4x-mi300x.txt", parse_rocm_smi_text),
+    ("cpu", "lscpu_2x-epyc-7601_128t_8numa.txt", parse_lscpu),
+    ("mdstat", "pymdstat04_4-arrays_raid1_raid5.txt", parse_mdstat),
+])
+def test_a_pasted_indent_reads_the_same(kind, name, parse):
+    """failed before for the nvidia-smi tables, rocm-smi (table and -a), rocminfo and dmidecode (lines anchored
+    at the line start were not found); the -q text, lscpu and mdstat read indented output already."""
+    text = _text(kind, name)
+    assert parse(text)
+    assert parse(_indented(text)) == parse(text)

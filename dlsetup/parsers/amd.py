@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
@@ -187,7 +188,9 @@ def parse_rocm_smi_json(text: str) -> AmdReport:
 def parse_rocm_smi_text(text: str) -> AmdReport:
     """``rocm-smi`` text: the ``--showall``/``-a`` sections (``GPU[i] : key: value``) or the default
     concise table. The concise table gives model id, power cap and, when not cut short, the name.
+    Output pasted with a common indent reads as the output itself.
     """
+    text = textwrap.dedent(text)
     fields: dict[int, dict[str, str]] = {}
     driver = None
     concise: dict[int, dict] = {}
@@ -275,9 +278,10 @@ def _rocminfo_gpu(lines: list[str]) -> Optional[dict]:
 def parse_rocminfo(text: str) -> tuple[dict, ...]:
     """The GPU agents of ``rocminfo`` output, in agent order (CPU agents are skipped).
 
-    ``memory_bytes`` is the size of the agent's global coarse-grained pool, its VRAM.
+    ``memory_bytes`` is the size of the agent's global coarse-grained pool, its VRAM. Output pasted with
+    a common indent reads as the output itself.
     """
-    gpus = (_rocminfo_gpu(agent) for agent in _agents(text.splitlines()))
+    gpus = (_rocminfo_gpu(agent) for agent in _agents(textwrap.dedent(text).splitlines()))
     return tuple(gpu for gpu in gpus if gpu)
 
 

@@ -17,6 +17,7 @@ SMBIOS stores them in MT/s, so both units are read as MT/s. Unreadable records a
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,9 +30,10 @@ _CONFIGURED_SPEED = ("Configured Memory Speed", "Configured Clock Speed")
 
 
 def _records(text: str) -> Iterator[dict[str, str]]:
-    """The tab-indented ``key: value`` fields of every "Memory Device" record."""
+    """The tab-indented ``key: value`` fields of every "Memory Device" record (a common indent of the
+    whole output, as in a pasted quote, is not part of it)."""
     record: dict[str, str] | None = None
-    for line in text.splitlines():
+    for line in textwrap.dedent(text).splitlines():
         if not line.startswith(("\t", " ")):
             if record is not None:
                 yield record

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import re
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from xml.etree.ElementTree import Element, ParseError
@@ -417,7 +418,11 @@ _VGPU_HOST_GPU = re.compile(r"\|\s+(\d+)\s+(.+?)\s*\|\s*([0-9A-Fa-f]+:[0-9A-Fa-f
 
 
 def parse_smi_table(text: str) -> SmiReport:
-    """``nvidia-smi`` without arguments: the boxed summary table (names may be cut short with "...")."""
+    """``nvidia-smi`` without arguments: the boxed summary table (names may be cut short with "...").
+
+    A table pasted with a common indent (a Markdown list, a mail quote) reads as the table itself.
+    """
+    text = textwrap.dedent(text)
     header = _TABLE_HEADER.search(text)
     lines = text.splitlines()
     gpus = []
