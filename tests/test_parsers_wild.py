@@ -315,3 +315,25 @@ def test_a_pasted_indent_reads_the_same(kind, name, parse):
     text = _text(kind, name)
     assert parse(text)
     assert parse(_indented(text)) == parse(text)
+
+
+#: What the driver prints on stdout ahead of its report on a card with a damaged infoROM (as quoted in public
+#: pastes, e.g. a table followed by this line); a paste may also carry the shell prompt.
+INFOROM_WARNING = "WARNING: infoROM is corrupted at gpu 0000:17:00.0\n"
+
+
+def test_driver_warning_and_prompt_around_xml():
+    """failed before: one stdout warning line made the whole XML report unreadable (SmiParseError)."""
+    text = _text("nvidia", "xml_tesla-p100-pcie-16gb_drv510.47.03_v11.xml")
+    wrapped = "$ nvidia-smi -q -x\n" + INFOROM_WARNING + text + "$ \n"
+    assert parse_smi_xml(wrapped) == parse_smi_xml(text) and parse_smi_xml(text).gpus
+
+
+def test_driver_warning_ahead_of_query_csv():
+    """failed before: the warning was taken for the CSV header (SmiParseError), or without a header for a GPU."""
+    csv_text = _text("nvidia", "csv_query-gpu_tesla-p100.csv")
+    assert parse_smi_query_csv(INFOROM_WARNING + csv_text) == parse_smi_query_csv(csv_text)
+    header, *rows = csv_text.splitlines()
+    fields = [column.strip().split(" [")[0] for column in header.split(",")]
+    plain = parse_smi_query_csv("\n".join(rows), fields=fields)
+    assert parse_smi_query_csv(INFOROM_WARNING + "\n".join(rows), fields=fields) == plain and len(plain.gpus) == 1

@@ -229,7 +229,14 @@ def _xml_gpu(index: int, gpu: Element) -> dict:
 
 
 def parse_smi_xml(text: str) -> SmiReport:
-    """``nvidia-smi -q -x``: every layout from driver 418 (no DTD) to DTD v13, Linux and Windows."""
+    """``nvidia-smi -q -x``: every layout from driver 418 (no DTD) to DTD v13, Linux and Windows.
+
+    Lines around the document (the driver's "WARNING: infoROM is corrupted at gpu ..." on stdout, a shell
+    prompt in a paste) are not part of it.
+    """
+    start = min((i for i in (text.find("<?xml"), text.find("<nvidia_smi_log")) if i >= 0), default=0)
+    end = text.rfind("</nvidia_smi_log>")
+    text = text[start : end + len("</nvidia_smi_log>")] if end > start else text[start:]
     try:
         root = fromstring(text)
     except (ParseError, DefusedXmlException) as exc:
@@ -288,12 +295,17 @@ def parse_smi_query_csv(text: str, fields: Optional[Sequence[str]] = None) -> Sm
     """
     rows = [row for row in csv.reader(text.splitlines(), skipinitialspace=True) if any(row)]
     if fields is None:
+        # the header is the first line naming a known field: a driver warning may come first on stdout
+        known = (i for i, row in enumerate(rows) if any(_csv_column(c)[0] in _CSV_FIELDS for c in row))
+        first = next(known, 0)
         if not rows:
             raise SmiParseError("nvidia-smi CSV is empty: expected a header line")
-        header, rows = rows[0], rows[1:]
+        header, rows = rows[first], rows[first + 1 :]
     else:
         header = list(fields)
     columns = [_csv_column(name) for name in header]
+    if len(columns) > 1:  # a line with another column count ("WARNING: infoROM is corrupted ...") is no GPU
+        rows = [row for row in rows if len(row) == len(columns)]
     if not any(name in _CSV_FIELDS or name == "driver_version" for name, _ in columns):
         raise SmiParseError(f"not nvidia-smi --query-gpu CSV: unknown header {','.join(header)[:80]!r}")
     driver = None
