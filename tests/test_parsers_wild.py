@@ -10,7 +10,7 @@ import pytest
 
 from conftest import PUBLIC
 from dlsetup.advice import run_checks
-from dlsetup.parsers.amd import parse_rocm_smi_json, parse_rocm_smi_text, parse_rocminfo
+from dlsetup.parsers.amd import parse_amd_smi_json, parse_rocm_smi_json, parse_rocm_smi_text, parse_rocminfo
 from dlsetup.parsers.cpu import parse_lscpu
 from dlsetup.parsers.dmi import parse_dmidecode_memory
 from dlsetup.parsers.lsblk import parse_lsblk_json, parse_lsblk_table
@@ -337,3 +337,26 @@ def test_driver_warning_ahead_of_query_csv():
     fields = [column.strip().split(" [")[0] for column in header.split(",")]
     plain = parse_smi_query_csv("\n".join(rows), fields=fields)
     assert parse_smi_query_csv(INFOROM_WARNING + "\n".join(rows), fields=fields) == plain and len(plain.gpus) == 1
+
+
+#: amd-smi run by Python 3.14 warns about its own code on stdout before the JSON (quoted from a public
+#: report: github.com/nathaninline/ajean issue 39, amd-smi static --json on a Radeon RX 7800 XT).
+AMD_SMI_WARNINGS = (
+    "/usr/lib/python3.14/site-packages/amdsmi/amdsmi_interface.py:3569: SyntaxWarning: 'return' in a 'finally' block\n"
+    "  return return_dictionary\n"
+)
+
+
+@pytest.mark.parametrize("name, parse", [
+    ("amd-smi-static-json_mi210_gfx90a.json", parse_amd_smi_json),
+    ("rocm-smi_4x-mi100_rocm6.0.2.json", parse_rocm_smi_json),
+    ("rocm-smi_rx6700xt_rocm5.7.1.json", parse_rocm_smi_json),
+])
+def test_warnings_and_prompt_around_amd_json(name, parse):
+    """failed before for rocm-smi (any line before or after its JSON lost every GPU) and for amd-smi followed
+    by a prompt; a "[...]" warning line is not taken for the JSON list."""
+    text = _text("amd", name)
+    expected = parse(text)
+    assert expected.gpus
+    assert parse(AMD_SMI_WARNINGS + "[WARNING] " + text.splitlines()[0] + "\n" + text + "\n$ \n") == expected
+    assert parse(_indented(text)) == expected

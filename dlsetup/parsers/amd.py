@@ -157,16 +157,27 @@ def _mode(raw: Any, modes: tuple[str, ...]) -> Optional[str]:
     return text if text in modes else None
 
 
+def _json_document(text: str) -> Any:
+    """The JSON document in a tool's output: the first line opening one at the left margin and what
+    follows it, so warnings before it (rocm-smi and amd-smi print them on stdout, Python prints
+    SyntaxWarnings of amd-smi's own code) and a prompt after it are not part of it. None when there is none."""
+    text = textwrap.dedent(text)
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"^[\[{]", text, re.MULTILINE):
+        try:
+            return decoder.raw_decode(text, match.start())[0]
+        except ValueError:
+            continue
+    return None
+
+
 def _key(raw: str) -> str:
     return raw.strip().rstrip(":").strip().lower()
 
 
 def parse_rocm_smi_json(text: str) -> AmdReport:
     """``rocm-smi --showallinfo --json`` (or any subset of ``--show*`` flags with ``--json``)."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return AmdReport()
+    data = _json_document(text)
     if not isinstance(data, dict):
         return AmdReport()
     cards = []
@@ -516,18 +527,10 @@ def parse_amd_smi_json(text: str) -> AmdReport:
     """``amd-smi static --json`` (also ``metric`` and ``partition`` ``--json``) of ROCm 6.x and 7.x.
 
     Both layouts are read: the plain list of ROCm 6.0-6.3 and ``{"gpu_data": [...]}`` of later releases.
-    Values come as ``{"value": v, "unit": u}`` or as strings with units; "N/A" is unknown. Output that is
-    not JSON (amd-smi prints warnings first when a device is not accessible) is read from its first
-    ``{`` or ``[``.
+    Values come as ``{"value": v, "unit": u}`` or as strings with units; "N/A" is unknown. Lines around
+    the JSON (amd-smi prints warnings first when a device is not accessible) are skipped.
     """
-    data: Any = None
-    for start in sorted({text.find("{"), text.find("[")} - {-1}):
-        try:
-            data = json.loads(text[start:])
-            break
-        except ValueError:
-            continue
-    entries = _amd_smi_entries(data)
+    entries = _amd_smi_entries(_json_document(text))
     drivers = (
         _amd_smi_driver(_section(e, "driver").get("version") or _section(e, "driver").get("driver_version"))
         for e in entries
