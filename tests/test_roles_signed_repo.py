@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dlsetup.runner import link_collection
 from lab import mirror, rootfs
 from lab.fixtures import ServedMirror, lab_mirror, lab_root  # noqa: F401 - pytest fixtures
 
@@ -33,7 +34,8 @@ def _converge(target: Path, url: str, fingerprint: str, packages: tuple[str, ...
         [str(Path(sys.executable).with_name("ansible-playbook")), *args, "-i", f"{target},",
          "-c", "community.general.chroot", "-e", "ansible_python_interpreter=/usr/bin/python3",
          "-e", json.dumps(extra), str(PLAYBOOK)],
-        env={**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"},
+        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(link_collection(target.parent / "collections")),
+             "ANSIBLE_NOCOLOR": "1"},
         capture_output=True, text=True,
     )
 
