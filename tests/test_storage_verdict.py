@@ -313,7 +313,8 @@ def test_role_installs_the_tools_then_inspects_then_wipes_then_creates():
                                       "Build, format and mount each array")]
     assert order == sorted(order)
     tasks = {t["name"]: t for t in yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())}
-    inspect = tasks["Inspect the member disks, refuse any that hold data (safe mode)"]["dlsetup.workstation.dlsetup_storage_disks"]
+    inspect = tasks["Inspect the member disks, refuse any that hold data (safe mode)"][
+        "dlsetup.workstation.dlsetup_storage_disks"]
     assert inspect["destroy_data"] == "{{ storage_destroy_data | bool }}"
     assert inspect["destroy_disks"] == "{{ storage_destroy_disks }}"
     array = [t["name"] for t in yaml.safe_load((ROLE / "tasks" / "array.yml").read_text())]
