@@ -20,7 +20,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from dlsetup.commands.provision import REBOOT_TASK
+from dlsetup.provisioning import REBOOT_TASK
 from dlsetup.runner import RunOptions, RunResult, ansible_dir, link_collection, run_playbooks
 from dlsetup.runner.progress import summary
 from lab import vm as vm_lab
