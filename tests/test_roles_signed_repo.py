@@ -136,8 +136,8 @@ def test_rerun_keeps_the_pinned_keyring_and_needs_no_network(target: Path, lab_m
             keyring.write_text(tampered)
             refetch = _converge(target, url, lab_mirror.mirror.fingerprint, packages)
             assert refetch.returncode == 0, refetch.stdout
-            store = re.search(r"TASK \[signed_apt_repo : Store the signing key of lab-cuda\] \**\n(\w+):",
-                              refetch.stdout)
+            store = re.search(r"TASK \[dlsetup\.workstation\.signed_apt_repo : "
+                              r"Store the signing key of lab-cuda\] \**\n(\w+):", refetch.stdout)
             assert store and store.group(1) == "changed", refetch.stdout
             assert _keys(keyring, tmp_path) == [lab_mirror.mirror.fingerprint]  # the appended key is gone
 

@@ -304,7 +304,7 @@ def _kill_at(process: subprocess.Popen[str], task: str, delay: float) -> str:
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if f"TASK [storage : {task}]" in line:
+        if f"TASK [dlsetup.workstation.storage : {task}]" in line:
             time.sleep(delay)
             os.killpg(process.pid, signal.SIGKILL)
             break
