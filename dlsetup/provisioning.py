@@ -129,13 +129,12 @@ def host_vars(plans: Mapping[str, Plan], roots: Mapping[str, Optional[bool]],
     return variables_of
 
 
-def run(books: Sequence[Path], targets: Inventory, limit: Optional[str], plans: Mapping[str, Plan],
-        roots: Mapping[str, Optional[bool]], failures: Sequence[ProbeFailure], options: RunOptions,
-        reboot: bool, console: Console) -> RunResult:
+def run(books: Sequence[Path], targets: Inventory, plans: Mapping[str, Plan], roots: Mapping[str, Optional[bool]],
+        failures: Sequence[ProbeFailure], options: RunOptions, reboot: bool, console: Console) -> RunResult:
     """Run the playbooks ``books`` on the planned hosts (none: no run), then add a result for each host that
     could not be probed or planned, and keep the failed and unreachable hosts for ``--retry-failed``.
 
-    ``options`` are the run's; its limit is ``limit``, or the planned hosts when some could not be planned.
+    ``options`` are the run's; its limit becomes the planned hosts when some hosts could not be planned.
     A run that could not start at all raises :class:`DlsetupError` (exit 1) naming its record."""
     from dataclasses import replace
 
@@ -145,7 +144,7 @@ def run(books: Sequence[Path], targets: Inventory, limit: Optional[str], plans: 
     result = RunResult((), 0)
     if plans:
         # the hosts that could not be probed are left out: limit the run to the planned ones
-        options = replace(options, limit=",".join(plans) if failures else limit)
+        options = replace(options, limit=",".join(plans) if failures else options.limit)
         result = run_playbooks(books, targets.sources, hosts=list(plans),
                                host_vars=host_vars(plans, roots, targets.connection_vars(), options.become, reboot),
                                options=options, reboot_task=REBOOT_TASK, console=console,

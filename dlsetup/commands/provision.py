@@ -71,8 +71,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
 
     run_options = RunOptions(check=check, diff=diff, tags=tags, skip_tags=skip_tags, limit=limit,
                              extra_vars=checked_vars, become=become)
-    result = provisioning.run(playbooks, targets, limit, plans, roots, failures, run_options, reboot,
-                              Console(stderr=True))
+    result = provisioning.run(playbooks, targets, plans, roots, failures, run_options, reboot, Console(stderr=True))
     print_summary(result, Console(stderr=True))
     if as_json:
         for line in provisioning.json_lines(result, plans, check):
