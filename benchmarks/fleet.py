@@ -30,6 +30,7 @@ from typing import Dict, List, Mapping
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from dlsetup.runner import link_collection  # noqa: E402
 from dlsetup.runner.settings import tuned_ansible_env  # noqa: E402
 from lab.fleet import Fleet  # noqa: E402
 
@@ -56,7 +57,8 @@ def children_cpu_seconds() -> float:
 def converge(inventory: Path, settings: Mapping[str, str]) -> Dict[str, float]:
     """One run of the site playbook; wall, machine and controller CPU, host-tasks; raises unless all ok."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
-    env.update(settings, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="True",
+    env.update(settings, ANSIBLE_COLLECTIONS_PATH=str(link_collection(inventory.parent / "collections")),
+               ANSIBLE_NOCOLOR="True",
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     command = ["ansible-playbook", "-i", str(inventory), "-e", ROLES, str(PLAYBOOK)]
     machine, controller, start = machine_cpu_seconds(), children_cpu_seconds(), time.perf_counter()

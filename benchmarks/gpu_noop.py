@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from lab import mirror, rootfs  # noqa: E402 - the lab helpers live with the tests
 from fleet import machine_cpu_seconds  # noqa: E402 - benchmarks/fleet.py, next to this script
+from dlsetup.runner import link_collection  # noqa: E402 - on the path benchmarks/fleet.py sets
 
 ROLES = ["common", "nvidia_driver", "cuda_toolkit", "nvidia_container_toolkit"]
 _RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)")
@@ -54,7 +55,8 @@ def variables(url: str, fingerprint: str) -> Dict[str, object]:
 
 def converge(root: Path, extra: Path) -> Dict[str, float]:
     """One run of the site playbook on the chroot; wall, machine CPU and the recap; exits unless it passed."""
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"}
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(link_collection(root.parent / "collections")),
+           "ANSIBLE_NOCOLOR": "1"}
     argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{root},", "-c", "community.general.chroot",
             "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", f"@{extra}", str(REPO / "playbooks/site.yml")]
     cpu, start = machine_cpu_seconds(), time.perf_counter()

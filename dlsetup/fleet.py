@@ -5,8 +5,9 @@ The Ansible settings tuned for a fleet are in :mod:`dlsetup.runner.settings`.
 A fleet is every host of an inventory. The probe runs on all of them at once (one ansible-playbook run,
 see :mod:`dlsetup.remote`) and keeps going when some fail: each host gets its profile or the reason it
 has none. Hosts whose plans are the same run the same roles with the same variables, so they are shown
-as one group. After a run, the hosts that failed or were unreachable are written to a retry file, one
-name a line, which Ansible reads natively as ``--limit @FILE``: ``--retry-failed`` re-runs only them.
+as one group (:func:`dlsetup.ui.plans.render_groups`). After a run, the hosts that failed or were
+unreachable are written to a retry file, one name a line, which Ansible reads natively as
+``--limit @FILE``: ``--retry-failed`` re-runs only them.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from dlsetup.inventory import Inventory
 from dlsetup.model import HostProfile
 
 __all__ = ["HOST_BUNDLE_VAR", "PlanGroup", "ProbeFailure", "aliases", "drop_stale_facts", "group_plans",
-           "probe_fleet", "raise_for_failures", "refuse_aliases", "render_groups", "retry_file", "retry_limit",
-           "save_retry"]
+           "probe_fleet", "raise_for_failures", "refuse_aliases", "retry_file", "retry_limit", "save_retry"]
 
 #: an inventory host variable: plan this host from a saved probe bundle on the controller instead of
 #: probing it (what-if planning for hardware not yet racked, and the tests' heterogeneous fleet)
@@ -161,22 +161,6 @@ def group_plans(plans: Mapping[str, Any]) -> Tuple[PlanGroup, ...]:
         choices = tuple((d.topic, d.choice) for d in plan.decisions)
         result.append(PlanGroup(tuple(hosts), tuple(plan.roles), choices, dict(plan.variables)))
     return tuple(sorted(result, key=lambda g: -len(g.hosts)))
-
-
-def render_groups(groups: Sequence[PlanGroup], failures: Sequence[ProbeFailure] = ()) -> Any:
-    """A rich table: one row per group (its hosts, roles and decisions), then the hosts without a plan."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title="plans by host group", title_justify="left", header_style="bold")
-    for column in ("hosts", "roles", "stack"):
-        table.add_column(column)
-    for group in groups:
-        stack = ", ".join(f"{topic} {choice}" for topic, choice in group.choices)
-        table.add_row(escape(", ".join(group.hosts)), escape(" > ".join(group.roles)), escape(stack))
-    for failure in failures:
-        table.add_row(f"[red]{escape(failure.host)}[/]", f"[red]{failure.status}[/]", escape(failure.message))
-    return table
 
 
 # -- retry ----------------------------------------------------------------------------------------

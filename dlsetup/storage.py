@@ -10,7 +10,7 @@ probe, and wipes nothing the plan did not list.
 
 "An array dlsetup made" has one definition, shared with the role: its md UUID is in dlsetup's record
 (``StorageInfo.recorded_arrays``, read from the host's /etc/dlsetup/storage.json). The verdict functions
-live in ``roles/storage/module_utils/dlsetup_storage.py`` (pure, no I/O), which the role's disk module
+live in ``plugins/module_utils/dlsetup_storage.py`` (pure, no I/O), which the role's disk module
 runs on the target and :func:`shared` loads here.
 """
 
@@ -43,7 +43,8 @@ _SIGNATURES = {
 }
 
 
-_SHARED = Path("roles") / "storage" / "module_utils" / "dlsetup_storage.py"
+#: the collection's module_utils (dlsetup.workstation), which the storage role's module imports on the target
+_SHARED = Path("plugins") / "module_utils" / "dlsetup_storage.py"
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,7 +59,7 @@ def shared() -> ModuleType:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             return module
-    raise UsageError(f"the storage role is missing from this installation ({package})")
+    raise UsageError(f"the storage role's module_utils are missing from this installation ({package})")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dlsetup.inventory import load_inventory
 from dlsetup.plan import load_request, make_plan
 from dlsetup.probe import probe
 from dlsetup.runner import HostResult, TaskFailure, settings
+from dlsetup.ui.plans import render_groups
 
 #: the files that tell a probe the NVIDIA driver is installed and loaded
 NVIDIA_DRIVER_FILES = ("proc/driver", "nvml.json", "cmd/nvidia-smi-L.out", "cmd/nvidia-smi-q-x.out",
@@ -87,7 +88,7 @@ def test_plans_of_different_hardware_are_grouped(bundles: dict[str, Path]) -> No
     assert "nvidia_driver" in groups[2].roles
     assert groups[0].to_dict()["variables"]["dlsetup_roles"] == ["common", "frameworks"]
     console = Console(width=200, record=True)
-    console.print(fleet.render_groups(groups, [fleet.ProbeFailure("e", "unreachable", "Connection refused")]))
+    console.print(render_groups(groups, [fleet.ProbeFailure("e", "unreachable", "Connection refused")]))
     text = console.export_text()
     assert "a, c" in text and "common > rocm > frameworks" in text and "Connection refused" in text
 

@@ -16,7 +16,7 @@ from conftest import H100_BUNDLE, missing_tool
 from test_fleet import derived_bundle
 
 from dlsetup import fleet
-from dlsetup.commands.provision import PROBE_TASK
+from dlsetup.provisioning import PROBE_TASK
 from dlsetup.errors import EXIT_UNREACHABLE
 from dlsetup.inventory import load_inventory
 from dlsetup.plan import load_request, make_plan

@@ -39,7 +39,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, HostResult]:
     tmp = tmp_path_factory.mktemp("frameworks")
     play = tmp / "play.yml"
     play.write_text(yaml.safe_dump([{"name": "frameworks", "hosts": "all", "gather_facts": False,
-                                     "roles": [{"role": "frameworks"}]}]))
+                                     "roles": [{"role": "dlsetup.workstation.frameworks"}]}]))
     host_vars = {name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                         "frameworks_venv_path": str(tmp / name / "venv"), **variables}
                  for name, variables in HOSTS.items()}

@@ -208,6 +208,14 @@ def test_architectures_come_from_the_compat_table(monkeypatch) -> None:
     assert gpudb.architecture_for_cc("8.0") is None
 
 
+def test_nvml_architecture_names_are_those_of_the_compat_table() -> None:
+    """NVML's architecture numbers name no compute capability, but the names they give a GPU must be the
+    table's: the planner looks an architecture up by its name."""
+    from dlsetup.parsers.nvidia import NVML_ARCHITECTURES
+
+    assert set(NVML_ARCHITECTURES.values()) <= {name for _, _, name in gpudb.cc_architectures()}
+
+
 @pytest.mark.parametrize(
     "vendor, device, key, arch",
     [

@@ -26,7 +26,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # the driver imports this tree's 
 
 DRIVER = textwrap.dedent("""\
     import os, sys
-    import dlsetup.commands.provision as provision
+    import dlsetup.provisioning as provision
     import dlsetup.runner as runner
     from dlsetup.cli import main
     from dlsetup.inventory import LOCALHOST
@@ -38,7 +38,7 @@ DRIVER = textwrap.dedent("""\
         plan = Plan(LOCALHOST, ("common",), (), {"dlsetup_roles": ["common"]}, False, ())
         return {LOCALHOST: plan}, {LOCALHOST: True}, ()
 
-    provision._plan_hosts = plan_hosts
+    provision.plan_hosts = plan_hosts
     if no_pty:  # as in a chroot without /dev/pts: every way to a pseudo-terminal fails
         def out_of_ptys(*_):
             raise OSError("out of pty devices")

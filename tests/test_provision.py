@@ -16,7 +16,9 @@ from typing import List
 import pytest
 
 from dlsetup.errors import EXIT_HOSTS_FAILED, EXIT_PRIVILEGES, EXIT_UNREACHABLE, EXIT_USAGE, DlsetupError
-from dlsetup.commands.provision import PROBE_TASK, _host_vars, _raise_for
+from dlsetup.provisioning import PROBE_TASK
+from dlsetup.provisioning import host_vars as _host_vars
+from dlsetup.provisioning import raise_for as _raise_for
 from dlsetup.runner import HostResult, RunResult, TaskFailure
 from dlsetup.plan import Plan
 from lab import rootfs

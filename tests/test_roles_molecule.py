@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dlsetup.runner import link_collection
 from lab.fixtures import ServedMirror, ServedVendors, lab_mirror, lab_root, lab_wheels, vendor_mirror  # noqa: F401 - pytest fixtures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +26,7 @@ def test_molecule_scenario(role: str, lab_root: Path, lab_mirror: ServedMirror, 
     env = {
         **os.environ,
         "DLSETUP_REPO": str(REPO),
+        "DLSETUP_COLLECTIONS": str(link_collection(tmp_path / "collections")),
         "DLSETUP_LAB_TARGET": str(tmp_path / "target"),
         "DLSETUP_LAB_WHEELS": str(lab_wheels) if role == "frameworks" else "",
         "DLSETUP_LAB_MIRROR": lab_mirror.url,

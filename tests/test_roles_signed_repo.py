@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dlsetup.runner import link_collection
 from lab import mirror, rootfs
 from lab.fixtures import ServedMirror, lab_mirror, lab_root  # noqa: F401 - pytest fixtures
 
@@ -33,7 +34,8 @@ def _converge(target: Path, url: str, fingerprint: str, packages: tuple[str, ...
         [str(Path(sys.executable).with_name("ansible-playbook")), *args, "-i", f"{target},",
          "-c", "community.general.chroot", "-e", "ansible_python_interpreter=/usr/bin/python3",
          "-e", json.dumps(extra), str(PLAYBOOK)],
-        env={**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"},
+        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(link_collection(target.parent / "collections")),
+             "ANSIBLE_NOCOLOR": "1"},
         capture_output=True, text=True,
     )
 
@@ -134,8 +136,8 @@ def test_rerun_keeps_the_pinned_keyring_and_needs_no_network(target: Path, lab_m
             keyring.write_text(tampered)
             refetch = _converge(target, url, lab_mirror.mirror.fingerprint, packages)
             assert refetch.returncode == 0, refetch.stdout
-            store = re.search(r"TASK \[signed_apt_repo : Store the signing key of lab-cuda\] \**\n(\w+):",
-                              refetch.stdout)
+            store = re.search(r"TASK \[dlsetup\.workstation\.signed_apt_repo : "
+                              r"Store the signing key of lab-cuda\] \**\n(\w+):", refetch.stdout)
             assert store and store.group(1) == "changed", refetch.stdout
             assert _keys(keyring, tmp_path) == [lab_mirror.mirror.fingerprint]  # the appended key is gone
 

@@ -1,6 +1,7 @@
 """signed_apt_repo's key decision and apt pins, over real gpg output (fast: keys made in a scratch GNUPGHOME).
 
-The decision is roles/signed_apt_repo/filter_plugins/signed_apt_repo_keys.py, which the role calls as a filter;
+The decision is the collection's plugins/filter/signed_apt_repo_keys.py, which the role calls as a filter by its
+fully qualified name (dlsetup.workstation.signed_apt_repo_key_verdict);
 the pipeline tests run the role's own gpg command lines (read from tasks/main.yml) on the key files, so what
 these tests pass is what the role stores.
 """
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROLE = REPO / "roles" / "signed_apt_repo"
 
 _spec = importlib.util.spec_from_file_location("signed_apt_repo_keys",
-                                               ROLE / "filter_plugins" / "signed_apt_repo_keys.py")
+                                               REPO / "plugins" / "filter" / "signed_apt_repo_keys.py")
 assert _spec and _spec.loader
 keys = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(keys)
@@ -199,8 +200,9 @@ def test_the_role_uses_the_decision_as_a_filter() -> None:
     filters = keys.FilterModule().filters()
     assert filters["signed_apt_repo_key_verdict"] is keys.key_verdict
     tasks = (ROLE / "tasks" / "main.yml").read_text()
-    assert tasks.count("signed_apt_repo_key_verdict(__signed_apt_repo_pinned)") == 2  # download and export
-    assert "signed_apt_repo_key_verdict(__signed_apt_repo_pinned)" in (ROLE / "vars" / "main.yml").read_text()
+    call = "| dlsetup.workstation.signed_apt_repo_key_verdict(__signed_apt_repo_pinned)"
+    assert tasks.count(call) == 2  # download and export
+    assert call in " ".join((ROLE / "vars" / "main.yml").read_text().split())
 
 
 # -- the role's pipeline: read, decide, export ----------------------------------------------------------------
@@ -215,7 +217,8 @@ def _task(name: str) -> dict:
 
 
 _JINJA = NativeEnvironment()
-_JINJA.filters.update(keys.FilterModule().filters())
+# as Ansible names a collection's filters in the role: dlsetup.workstation.<filter>
+_JINJA.filters.update({f"dlsetup.workstation.{name}": f for name, f in keys.FilterModule().filters().items()})
 _ROLE_VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
 
 

@@ -14,7 +14,8 @@ from typing import Iterator
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[1] / "roles" / "storage" / "library" / "dlsetup_storage_disks.py"
+REPO = Path(__file__).resolve().parents[1]
+MODULE = REPO / "plugins" / "modules" / "dlsetup_storage_disks.py"
 
 pytestmark = [pytest.mark.lab,
               pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need root")]
@@ -38,12 +39,13 @@ def loops(tmp_path: Path) -> Iterator[list[str]]:
         subprocess.run(["losetup", "-d", device], check=True)
 
 
+UTILS_NAME = "ansible_collections.dlsetup.workstation.plugins.module_utils.dlsetup_storage"
 BOOT = ("import runpy, sys, importlib.util as u; "
-        "sys.argv.pop(0); spec = u.spec_from_file_location('ansible.module_utils.dlsetup_storage', sys.argv.pop(0)); "
+        f"sys.argv.pop(0); spec = u.spec_from_file_location('{UTILS_NAME}', sys.argv.pop(0)); "
         "m = u.module_from_spec(spec); spec.loader.exec_module(m); "
-        "sys.modules['ansible.module_utils.dlsetup_storage'] = m; "
+        f"sys.modules['{UTILS_NAME}'] = m; "
         "runpy.run_path(sys.argv[0], run_name='__main__')")
-UTILS = MODULE.parents[1] / "module_utils" / "dlsetup_storage.py"
+UTILS = REPO / "plugins" / "module_utils" / "dlsetup_storage.py"
 
 
 def _module(tmp_path: Path, members: list[str], state: str = "inspect", **extra: object) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dlsetup.commands.provision import REBOOT_TASK
+from dlsetup.provisioning import REBOOT_TASK
 from dlsetup.runner import RunOptions, ansible_dir, run_playbooks
 
 LEAVE = "Leave the machine running Ansible alone"

@@ -17,7 +17,10 @@ import yaml
 from dlsetup.probe import storage as probe_storage
 from dlsetup.storage import shared
 
-ROLE = Path(__file__).resolve().parents[1] / "roles" / "storage"
+REPO = Path(__file__).resolve().parents[1]
+ROLE = REPO / "roles" / "storage"
+#: the module_utils as the collection's module imports them
+UTILS_NAME = "ansible_collections.dlsetup.workstation.plugins.module_utils.dlsetup_storage"
 V = shared()
 
 UUID = "0123456789abcdef0123456789abcdef"
@@ -241,14 +244,14 @@ def test_a_disk_that_changed_since_the_plan_is_refused():
 
 @pytest.fixture(scope="module")
 def module():
-    """roles/storage/library/dlsetup_storage_disks.py, importing module_utils as Ansible provides it."""
-    sys.modules["ansible.module_utils.dlsetup_storage"] = V
+    """plugins/modules/dlsetup_storage_disks.py, importing module_utils as Ansible provides it."""
+    sys.modules[UTILS_NAME] = V
     spec = importlib.util.spec_from_file_location("dlsetup_storage_disks",
-                                                  ROLE / "library" / "dlsetup_storage_disks.py")
+                                                  REPO / "plugins" / "modules" / "dlsetup_storage_disks.py")
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)
     yield loaded
-    del sys.modules["ansible.module_utils.dlsetup_storage"]
+    del sys.modules[UTILS_NAME]
 
 
 def _main(module, monkeypatch, capsys, facts: dict, **args: object) -> dict:
@@ -310,7 +313,8 @@ def test_role_installs_the_tools_then_inspects_then_wipes_then_creates():
                                       "Build, format and mount each array")]
     assert order == sorted(order)
     tasks = {t["name"]: t for t in yaml.safe_load((ROLE / "tasks" / "main.yml").read_text())}
-    inspect = tasks["Inspect the member disks, refuse any that hold data (safe mode)"]["dlsetup_storage_disks"]
+    inspect = tasks["Inspect the member disks, refuse any that hold data (safe mode)"][
+        "dlsetup.workstation.dlsetup_storage_disks"]
     assert inspect["destroy_data"] == "{{ storage_destroy_data | bool }}"
     assert inspect["destroy_disks"] == "{{ storage_destroy_disks }}"
     array = [t["name"] for t in yaml.safe_load((ROLE / "tasks" / "array.yml").read_text())]

@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
+from dlsetup.runner import link_collection
 from lab import rootfs, vendor_repos
 from lab.fixtures import ServedVendors, lab_root, vendor_mirror  # noqa: F401 - pytest fixtures
 
@@ -43,10 +44,10 @@ def target(lab_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def converge(target: Path, tmp: Path, role: str, variables: Dict[str, Any]) -> Tuple[int, str]:
     """Run one role on the chroot with ``variables``; (changed count, output). Fails the test if it failed."""
     play = tmp / "play.yml"
-    play.write_text(f"- hosts: all\n  gather_facts: false\n  roles:\n    - role: {role}\n")
+    play.write_text(f"- hosts: all\n  gather_facts: false\n  roles:\n    - role: dlsetup.workstation.{role}\n")
     extra = tmp / "vars.json"
     extra.write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(link_collection(tmp / "collections")), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_PIPELINING": "True"}
     run = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{target},",
                           "-c", "community.general.chroot", "-e", "ansible_python_interpreter=/usr/bin/python3",

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dlsetup as the wheel lays it out (pyproject's force-include), without the source tree beside it."""
     site = tmp_path_factory.mktemp("site")
     shutil.copytree(REPO / "dlsetup", site / "dlsetup", ignore=shutil.ignore_patterns("__pycache__"))
-    for folder in ("roles", "playbooks", "inventories"):
-        shutil.copytree(REPO / folder, site / "dlsetup" / "ansible" / folder)
+    wheel = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    for source, target in wheel["force-include"].items():
+        copy = shutil.copytree if (REPO / source).is_dir() else shutil.copy2
+        copy(REPO / source, site / target)
     return site
 
 

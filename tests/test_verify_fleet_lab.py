@@ -72,7 +72,7 @@ def test_failed_framework_install_shows_pips_error_and_keeps_the_log(chroot) -> 
     log = (artifacts / "stdout").read_text()
     assert "Looking in links: " in log and "/opt/empty-wheels" in log
     assert "No matching distribution found for torch" in log
-    assert "TASK [frameworks : Install venv support]" in log  # every task, not only the failed one
+    assert "TASK [dlsetup.workstation.frameworks : Install venv support]" in log  # every task, not only the failed one
     assert list(json.loads((record / "plans.json").read_text())) == [str(root)]
     assert json.loads((record / "summary.json").read_text())["hosts"][0]["failure"] == failure
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from rich.console import Console
 
-from dlsetup.commands.provision import REBOOT_TASK
-from dlsetup.runner import RunOptions, RunResult, ansible_dir, run_playbooks
+from dlsetup.provisioning import REBOOT_TASK
+from dlsetup.runner import RunOptions, RunResult, ansible_dir, link_collection, run_playbooks
 from dlsetup.runner.progress import summary
 from lab import vm as vm_lab
 
@@ -289,7 +289,8 @@ def test_a_mounted_array_someone_else_made_is_refused_then_wiped_only_as_planned
 
 def _ansible_playbook(vm: vm_lab.VM, inventory: Path, variables: Path) -> subprocess.Popen[str]:
     """A plain ansible-playbook run in its own process group, with no SSH master that would outlive it."""
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ansible_dir() / "roles"), "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",
+    collections = link_collection(inventory.parent / "collections")  # the tree as dlsetup.workstation
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections), "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_PIPELINING": "True"}
     command = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), "-e", f"@{variables}",
                str(PLAYBOOKS / "storage.yml")]
@@ -303,7 +304,7 @@ def _kill_at(process: subprocess.Popen[str], task: str, delay: float) -> str:
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if f"TASK [storage : {task}]" in line:
+        if f"TASK [dlsetup.workstation.storage : {task}]" in line:
             time.sleep(delay)
             os.killpg(process.pid, signal.SIGKILL)
             break

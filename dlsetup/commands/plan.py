@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import date
 from pathlib import Path
 from typing import Any, Optional
@@ -41,6 +40,7 @@ def plan(from_bundle: Optional[Path], config: Optional[Path], as_json: bool, emi
          **options: Any) -> None:
     """Resolve a driver / CUDA or ROCm / framework stack that fits, and explain every choice."""
     from dlsetup.plan import load_request, make_plan
+    from dlsetup.plan.live import live_facts
     from dlsetup.probe import probe
 
     request = load_request(config, **options)
@@ -63,16 +63,3 @@ def plan(from_bundle: Optional[Path], config: Optional[Path], as_json: bool, emi
     from dlsetup.plan.render import render_plan
 
     render_plan(result, Console())
-
-
-def live_facts(request: Any) -> Any:
-    """What the package indexes publish for ``request`` (a :class:`dlsetup.pkgindex.LiveIndex`), or None with
-    --offline (or DLSETUP_OFFLINE=1). With --pip-offline only the --pip-find-links directories are read."""
-    if request.offline or os.environ.get("DLSETUP_OFFLINE") == "1":
-        return None
-    from dlsetup import pkgindex
-    from dlsetup.plan import compat
-
-    return pkgindex.ask(request.frameworks, index_url=request.pip_index_url,
-                        pytorch_base=compat.load().torch_index_base, cuda=bool(request.cuda), rocm=bool(request.rocm),
-                        find_links=request.pip_find_links, no_index=request.pip_offline)

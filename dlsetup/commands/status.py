@@ -10,7 +10,6 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
-from dlsetup.commands.plan import live_facts
 from dlsetup.commands.plan import plan as _plan_command
 from dlsetup.errors import EXIT_FAILED, EXIT_HOSTS_FAILED, EXIT_UNREACHABLE, UsageError
 
@@ -35,6 +34,7 @@ def status(inventory: Optional[Path], limit: Optional[str], from_bundle: Optiona
     3 when a host could not be read, 4 when a host was unreachable."""
     from dlsetup.fleet import ProbeFailure
     from dlsetup.plan import load_request
+    from dlsetup.plan.live import live_facts
     from dlsetup.status import HostStatus, parse_extra_vars, read_inventory, read_local, status_of
 
     request = load_request(config, **options)

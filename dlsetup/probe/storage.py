@@ -20,7 +20,7 @@ COMMANDS = {
 }
 BY_ID = "/dev/disk/by-id"
 #: dlsetup's record of the md arrays it created (written by the storage role; the same path as
-#: roles/storage/module_utils/dlsetup_storage.py RECORD_PATH, which tests/test_storage_verdict.py checks).
+#: plugins/module_utils/dlsetup_storage.py RECORD_PATH, which tests/test_storage_verdict.py checks).
 RECORD_PATH = "/etc/dlsetup/storage.json"
 #: by-id name prefixes, most useful first: readable model+serial names, then world-wide names.
 BY_ID_PREFERENCE = ("nvme-", "ata-", "scsi-", "virtio-", "usb-", "mmc-", "md-name-", "wwn-", "nvme-eui.", "md-uuid-")

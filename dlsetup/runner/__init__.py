@@ -26,11 +26,14 @@ from rich.console import Console
 from dlsetup.errors import UsageError
 from dlsetup.runner.results import HostResult, RunResult, Tally, TaskFailure
 
-__all__ = ["HostResult", "RunOptions", "RunResult", "TaskFailure", "ansible_dir", "cache_dir", "extra_vars_files",
-           "list_inventory", "run_playbooks"]
+__all__ = ["COLLECTION", "HostResult", "RunOptions", "RunResult", "TaskFailure", "ansible_dir", "cache_dir",
+           "extra_vars_files", "link_collection", "list_inventory", "run_playbooks"]
 
 _log = logging.getLogger("dlsetup.runner")
 
+#: the Ansible collection the roles, playbooks and plugins form (galaxy.yml): roles, modules and filters are
+#: called by their fully qualified names, dlsetup.workstation.<name>
+COLLECTION = ("dlsetup", "workstation")
 #: seconds cached facts stay valid (long enough for a check run followed by the real one)
 FACT_CACHE_SECONDS = 600
 
@@ -95,12 +98,29 @@ def check_extra_vars(values: Sequence[str]) -> Tuple[str, ...]:
 
 
 def ansible_dir() -> Path:
-    """The folder holding ``roles/`` and ``playbooks/``: the source tree, or ``dlsetup/ansible`` in a wheel."""
+    """The root of the collection dlsetup.workstation, holding ``roles/``, ``playbooks/`` and ``plugins/``: the
+    source tree, or ``dlsetup/ansible`` in a wheel (pyproject.toml's force-include)."""
     package = Path(__file__).resolve().parents[1]
     for candidate in (package.parent, package / "ansible"):
-        if (candidate / "roles").is_dir() and (candidate / "playbooks").is_dir():
+        if all((candidate / folder).is_dir() for folder in ("roles", "playbooks", "plugins")):
             return candidate
-    raise UsageError(f"the Ansible roles and playbooks are missing from this installation ({package})")
+    raise UsageError(f"the Ansible roles, playbooks and plugins are missing from this installation ({package})")
+
+
+def link_collection(directory: Path) -> Path:
+    """Make ``directory`` a collections path that holds this installation's own tree (:func:`ansible_dir`) as
+    the collection dlsetup.workstation: ``directory/ansible_collections/dlsetup/workstation`` is a link to it.
+    So the roles, modules and filters called by their fully qualified names are this installation's, with
+    nothing installed into the user's collections. Returns ``directory``."""
+    link = directory.joinpath("ansible_collections", *COLLECTION)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    target = ansible_dir()
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return directory
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(target, target_is_directory=True)
+    return directory
 
 
 def cache_dir() -> Path:
@@ -125,7 +145,6 @@ def _environment(hosts: Collection[str], sources: Sequence[str] = ()) -> Dict[st
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
         "ANSIBLE_NOCOLOR": "True",
-        "ANSIBLE_ROLES_PATH": str(ansible_dir() / "roles"),
     }
     if any("/" in host for host in hosts):
         tuned["ANSIBLE_CACHE_PLUGIN"] = "ansible.builtin.memory"
@@ -194,6 +213,10 @@ def _run(private: Path, playbooks: Sequence[Path], inventory: Sequence[str],
 
     project = private / "project"
     project.mkdir()
+    # the collection dlsetup.workstation next to the playbook: Ansible searches a playbook's adjacent
+    # collections/ before any configured path, so neither a dlsetup.workstation the user installed nor
+    # ANSIBLE_COLLECTIONS_PATH stands in for this installation's roles, modules and filters
+    link_collection(project / "collections")
     main = project / "main.yml"
     main.write_text(yaml.safe_dump([{"ansible.builtin.import_playbook": str(p)} for p in playbooks]),
                     encoding="utf-8")

@@ -2,7 +2,7 @@
 """Ansible module: the storage role's disk check (safe mode), wipe and record, on the target.
 
 It gathers the facts of each member disk; the decisions are the pure functions of
-module_utils/dlsetup_storage.py, which the planner runs too and the fast tests call directly.
+plugins/module_utils/dlsetup_storage.py, which the planner runs too and the fast tests call directly.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import os
 import uuid as uuidlib
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dlsetup_storage import (RECORD_PATH, add_to_record, disk_reasons, md_uuid, parse_blkid_export,
-                                                  parse_mountinfo, parse_record, parse_swaps, parse_wipefs_json,
-                                                  planned_uuid, tree_mounts, verdict)
+from ansible_collections.dlsetup.workstation.plugins.module_utils.dlsetup_storage import (
+    RECORD_PATH, add_to_record, disk_reasons, md_uuid, parse_blkid_export, parse_mountinfo, parse_record, parse_swaps,
+    parse_wipefs_json, planned_uuid, tree_mounts, verdict)
 
 DOCUMENTATION = r"""
 module: dlsetup_storage_disks
@@ -101,7 +101,7 @@ class Disks:
         return names
 
     def facts(self, disk: str) -> dict:
-        """The facts of one member disk that module_utils/dlsetup_storage.py judges."""
+        """The facts of one member disk that plugins/module_utils/dlsetup_storage.py judges."""
         if not os.path.exists(disk):
             return {"disk": disk, "kernel": None, "device": None}
         device = os.path.realpath(disk)
