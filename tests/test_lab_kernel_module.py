@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, Tuple
 import pytest
 
 from lab import mirror, rootfs, vendor_repos
+from lab import vm as vm_lab
 from lab.fixtures import lab_root  # noqa: F401 - pytest fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,8 +35,11 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def target(lab_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:  # noqa: F811
     root = rootfs.fresh_copy(tmp_path_factory.mktemp("kernel-lab") / "target")
-    yield root
-    rootfs.remove_copy(root)
+    try:
+        with vm_lab._chroot_mounts(root):  # dkms reads /proc and /dev/fd, as on a host
+            yield root
+    finally:
+        rootfs.remove_copy(root)
 
 
 @pytest.fixture(scope="module")
