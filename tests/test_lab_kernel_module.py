@@ -69,9 +69,18 @@ def converge(target: Path, tmp: Path, variables: Dict[str, Any]) -> Tuple[int, i
     return int(recap.group(4)), int(recap.group(2)), run.stdout
 
 
+def _variables(vendors: Tuple[str, str], **extra: Any) -> Dict[str, Any]:
+    url, fingerprint = vendors
+    return {
+        "nvidia_driver_branch": "595", "nvidia_driver_install_type": "compute",
+        "nvidia_driver_secure_boot": "disabled", "nvidia_driver_persistence_daemon": False,
+        "nvidia_driver_repo_url": f"{url}/nvidia/debian12/", "nvidia_driver_repo_key_url": f"{url}/key.asc",
+        "nvidia_driver_repo_key_fingerprint": fingerprint, **extra,
+    }
+
+
 def test_every_installed_kernel_gets_the_module_or_the_role_fails_naming_it(
         target: Path, vendors: Tuple[str, str], tmp_path: Path) -> None:
-    url, fingerprint = vendors
     _chroot(target, "apt-get", "update", "-qq")
     # the ABI Debian's header meta package points at now: its headers are in the archive
     depends = _chroot(target, "apt-cache", "depends", "linux-headers-amd64")
@@ -79,12 +88,7 @@ def test_every_installed_kernel_gets_the_module_or_the_role_fails_naming_it(
     for release in (current, NO_HEADERS):
         (target / "boot" / f"vmlinuz-{release}").parent.mkdir(exist_ok=True)
         (target / "boot" / f"vmlinuz-{release}").write_text("planted\n")
-    variables = {
-        "nvidia_driver_branch": "595", "nvidia_driver_install_type": "compute",
-        "nvidia_driver_secure_boot": "disabled", "nvidia_driver_persistence_daemon": False,
-        "nvidia_driver_repo_url": f"{url}/nvidia/debian12/", "nvidia_driver_repo_key_url": f"{url}/key.asc",
-        "nvidia_driver_repo_key_fingerprint": fingerprint,
-    }
+    variables = _variables(vendors)
 
     failed, _, out = converge(target, tmp_path, variables)
     assert failed == 1, out[-4000:]
@@ -103,3 +107,25 @@ def test_every_installed_kernel_gets_the_module_or_the_role_fails_naming_it(
     failed, changed, out = converge(target, tmp_path, variables)
     assert (failed, changed) == (0, 0), out[-4000:]
     assert _chroot(target, "apt-mark", "showhold").split() == []  # nothing holds the kernel unless asked
+
+
+def test_the_header_meta_package_of_the_kernel_flavour_and_a_hold_only_when_asked(
+        target: Path, vendors: Tuple[str, str], tmp_path: Path) -> None:
+    """A real kernel of the cloud flavour from the archive (its meta package linux-image-cloud-amd64, no headers):
+    the role installs linux-headers-cloud-amd64 by its rule and builds for the new kernel; the meta packages are
+    held only with nvidia_driver_hold_kernel."""
+    _chroot(target, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+            "--no-install-recommends", "linux-image-cloud-amd64")
+    (cloud,) = [p.name.removeprefix("vmlinuz-") for p in (target / "boot").glob("vmlinuz-*-cloud-amd64")]
+    variables = _variables(vendors, nvidia_driver_ignored_kernels=[NO_HEADERS])
+    failed, _, out = converge(target, tmp_path, variables)
+    assert failed == 0, out[out.find("fatal:"):][:3000]
+    packages = _chroot(target, "dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n").splitlines()
+    installed = {line.split()[1] for line in packages if line.startswith("ii")}
+    assert {"linux-headers-cloud-amd64", f"linux-headers-{cloud}"} <= installed
+    assert _chroot(target, "ls", f"/lib/modules/{cloud}/updates/dkms/").split() == ["nvidia.ko"]
+    assert _chroot(target, "apt-mark", "showhold").split() == []
+
+    failed, changed, out = converge(target, tmp_path, {**variables, "nvidia_driver_hold_kernel": True})
+    assert (failed, changed) == (0, 1), out[-3000:]
+    assert _chroot(target, "apt-mark", "showhold").split() == ["linux-headers-cloud-amd64", "linux-image-cloud-amd64"]
