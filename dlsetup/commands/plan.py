@@ -32,6 +32,9 @@ from dlsetup.errors import UsageError
                    "the unused NVMe/SSD disks are shared out.")
 @click.option("--destroy-data", is_flag=True, default=None,
               help="Wipe the storage disks even if they hold data (partitions, filesystems, RAID, LVM, swap).")
+@click.option("--hold-kernel", is_flag=True, default=None,
+              help="Hold the kernel meta packages (apt-mark hold) so no new kernel comes in; by default kernels keep "
+                   "their updates and the driver role gives each one the GPU module.")
 @click.option("--offline", is_flag=True, default=None,
               help="Plan from dlsetup's shipped tables only; do not ask the package indexes what exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")

@@ -257,6 +257,7 @@ class _Planner:
             getattr(self, f"resolve_{framework}")(python, nvidia, rocm)
         self.resolve_container_toolkit(nvidia, system)
         reboot = self.resolve_reboot(nvidia)
+        self.resolve_kernel_module(nvidia)
         self.resolve_common_and_frameworks(system, python, nvidia, rocm)
         self.resolve_storage()
         roles = tuple(r for r in ROLE_ORDER if r in self.roles)
@@ -938,6 +939,50 @@ class _Planner:
         if reboot:
             self.decide("reboot", "required", self.notes[-1].removeprefix("reboot required: "), "rule:reboot")
         return reboot
+
+    def resolve_kernel_module(self, nvidia: Optional[_Nvidia]) -> None:
+        """Where the GPU kernel module of every installed kernel comes from, and whether the kernel is held
+        (only with --hold-kernel: kernels keep their updates, and the driver role gives each one the module)."""
+        hold = self.request.hold_kernel
+        planned = [role for role in ("nvidia_driver", "rocm") if role in self.roles]
+        if "nvidia_driver" in planned:
+            self.decide("kernel module", "dkms",
+                        "NVIDIA's repository ships the driver's kernel module as source (nvidia-kernel-open-dkms, "
+                        "nvidia-dkms-open, ...) that DKMS builds for each kernel; Ubuntu's precompiled "
+                        "linux-modules-nvidia-<branch>-<flavour> belong to Ubuntu's own driver builds. The role "
+                        "installs the headers of every installed kernel and the header meta package of its flavour, "
+                        "builds the module for each and fails on a kernel that cannot get it",
+                        "rule:kernel-module-dkms")
+            self.variables.update({"nvidia_driver_kernel_module_source": "dkms", "nvidia_driver_hold_kernel": hold})
+        elif nvidia is not None:
+            state = self.profile.kernel
+            image = state.image(state.running)
+            source = image.nvidia_module if image else None
+            if source:
+                extra = ("; a package per kernel (linux-modules-nvidia-<branch>-<flavour> on Ubuntu): every new "
+                         "kernel needs its own" if source == "precompiled" else "")
+                self.decide("kernel module", source,
+                            f"kept with the loaded driver: the running kernel {state.running} has a {source} "
+                            f"nvidia module{extra}", "rule:keep-loaded-driver", "host")
+        if "rocm" in planned:
+            self.decide("kernel module", "dkms",
+                        "amdgpu-dkms is the amdgpu driver as source that DKMS builds for each kernel; the role "
+                        "installs the headers of every installed kernel and the header meta package of its "
+                        "flavour, builds the module for each and fails on a kernel that cannot get it",
+                        "rule:kernel-module-dkms")
+            self.variables["rocm_hold_kernel"] = hold
+        if not planned:
+            if hold:
+                self.warn("--hold-kernel: no GPU driver is installed by this plan, so the kernel is not held")
+            return
+        if hold:
+            self.decide("kernel", "held", "--hold-kernel: the kernel meta packages (linux-image-<flavour>, "
+                        "linux-headers-<flavour>) are held; kernel security updates stop until apt-mark unhold",
+                        "rule:pin")
+        else:
+            self.decide("kernel", "updates go on", "nothing holds the kernel (--hold-kernel would): each kernel "
+                        "installed later gets the module from DKMS's kernel hook, which the role checks",
+                        "rule:kernel-updates")
 
     def resolve_storage(self) -> None:
         """The arrays for datasets and checkpoints; disks that hold anything refuse the plan (safe mode)."""

@@ -44,6 +44,7 @@ class Request:
     venv_path: str = DEFAULT_VENV
     storage: Optional[StorageRequest] = None  #: arrays for datasets and checkpoints; none: no storage role
     offline: bool = False  #: plan from the shipped tables only: do not ask the package indexes
+    hold_kernel: bool = False  #: hold the kernel meta packages (only when asked: kernels keep their updates)
 
 
 #: option -> (pattern it must match, example) for the version-like options
@@ -143,7 +144,7 @@ def _normalise(name: str, value: Any) -> Any:
         if name == "pip_find_links":
             value = tuple(paths.find_links(v) for v in value)
         return value
-    if name in ("container_toolkit", "pip_offline", "offline"):
+    if name in ("container_toolkit", "pip_offline", "offline", "hold_kernel"):
         if not isinstance(value, bool):
             raise UsageError(f"{name}: expected true or false, got {quote(value)}")
         return value

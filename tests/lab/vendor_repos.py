@@ -45,6 +45,7 @@ class StandIn:
     conflicts: Tuple[str, ...] = ()
     replaces: Tuple[str, ...] = ()
     files: Tuple[Tuple[str, str], ...] = ()  #: (absolute path, content)
+    scripts: Tuple[Tuple[str, str], ...] = ()  #: (maintainer script name: postinst, prerm, ..., content)
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,59 @@ def nvidia_families(desc: Mapping[str, Any]) -> List[str]:
     return sorted(desc["family"])
 
 
-def nvidia_packages(desc: Mapping[str, Any], family: str) -> Tuple[StandIn, ...]:
-    """Every package of the ``family`` repository: each name in every version of each branch it carries."""
+#: The stand-in kernel module (``dkms_modules``): a tiny out-of-tree module named like NVIDIA's, which DKMS
+#: builds for each kernel as it builds the real driver (dkms.conf with AUTOINSTALL, installed to updates/dkms).
+DKMS_MODULE = "nvidia"
+_MODULE_C = """// Stand-in for the NVIDIA driver's kernel module (dlsetup test lab): loads and says so, nothing else.
+#include <linux/module.h>
+#include <linux/init.h>
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("dlsetup lab stand-in for the NVIDIA kernel module");
+MODULE_VERSION("{upstream}");
+static int __init standin_init(void) {{ pr_info("nvidia stand-in {upstream} loaded\\n"); return 0; }}
+static void __exit standin_exit(void) {{ }}
+module_init(standin_init);
+module_exit(standin_exit);
+"""
+_DKMS_CONF = """PACKAGE_NAME="{module}"
+PACKAGE_VERSION="{upstream}"
+BUILT_MODULE_NAME[0]="{module}"
+DEST_MODULE_LOCATION[0]="/updates/dkms"
+MAKE[0]="make -C ${{kernel_source_dir}} M=${{dkms_tree}}/{module}/{upstream}/build modules"
+CLEAN="make -C ${{kernel_source_dir}} M=${{dkms_tree}}/{module}/{upstream}/build clean"
+AUTOINSTALL="yes"
+"""
+#: what dh_dkms writes into a DKMS package's maintainer scripts (Debian's dkms ships common.postinst)
+_POSTINST = """#!/bin/sh
+set -e
+if [ "$1" = configure ]; then /usr/lib/dkms/common.postinst {module} {upstream} "" "" "$2"; fi
+"""
+_PRERM = """#!/bin/sh
+set -e
+if [ "$1" = remove ] || [ "$1" = upgrade ] || [ "$1" = deconfigure ]; then
+  dkms remove -m {module} -v {upstream} --all || true
+fi
+"""
+
+
+def dkms_stand_in(package: StandIn, upstream: str) -> StandIn:
+    """``package`` carrying the stand-in module's source under /usr/src/nvidia-<upstream>, with dh_dkms's
+    maintainer scripts and a dependency on dkms: installing it builds the module for the installed kernels."""
+    values = {"module": DKMS_MODULE, "upstream": upstream}
+    src = f"/usr/src/{DKMS_MODULE}-{upstream}"
+    return StandIn(
+        name=package.name, version=package.version, depends=package.depends + ("dkms",),
+        provides=package.provides, conflicts=package.conflicts, replaces=package.replaces,
+        files=package.files + ((f"{src}/dkms.conf", _DKMS_CONF.format(**values)),
+                               (f"{src}/Makefile", f"obj-m := {DKMS_MODULE}.o\n"),
+                               (f"{src}/{DKMS_MODULE}.c", _MODULE_C.format(**values))),
+        scripts=(("postinst", _POSTINST.format(**values)), ("prerm", _PRERM.format(**values))),
+    )
+
+
+def nvidia_packages(desc: Mapping[str, Any], family: str, dkms_modules: bool = False) -> Tuple[StandIn, ...]:
+    """Every package of the ``family`` repository: each name in every version of each branch it carries.
+    With ``dkms_modules`` the kernel-module packages (names with "dkms") carry the stand-in module."""
     revision = desc["family"][family]["revision"]
     out: List[StandIn] = []
     for entry in desc["package"]:
@@ -93,11 +145,12 @@ def nvidia_packages(desc: Mapping[str, Any], family: str) -> Tuple[StandIn, ...]
             for upstream in nvidia_branch_versions(desc, branch):
                 version = upstream + revision
                 values = {"version": version, "upstream": upstream, "branch": str(branch)}
-                out.append(StandIn(
+                package = StandIn(
                     name=entry["name"], version=version,
                     depends=tuple(_fill(d, **values) for d in entry.get("depends", ())),
                     conflicts=tuple(_fill(c, **values) for c in entry.get("conflicts", ())),
-                ))
+                )
+                out.append(dkms_stand_in(package, upstream) if dkms_modules and "dkms" in entry["name"] else package)
     pinning = desc["pinning"]
     for branch in pinning["branches"]:
         values = {"branch": str(branch)}
@@ -158,22 +211,28 @@ def _deb(package: StandIn, pool: Path) -> None:
             target = pkg / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
+        for name, content in package.scripts:
+            script = pkg / "DEBIAN" / name
+            script.write_text(content)
+            script.chmod(0o755)
         safe = package.version.replace(":", "%3a")
         _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(pkg),
               str(pool / f"{package.name}_{safe}_all.deb")])
 
 
-def repositories(nvidia: Mapping[str, Any], rocm: Mapping[str, Any]) -> Iterator[Tuple[str, Tuple[StandIn, ...]]]:
+def repositories(nvidia: Mapping[str, Any], rocm: Mapping[str, Any],
+                 dkms_modules: bool = False) -> Iterator[Tuple[str, Tuple[StandIn, ...]]]:
     """(repository path under the root, packages) for every stand-in the descriptions describe."""
     for family in nvidia_families(nvidia):
-        yield f"nvidia/{family}", nvidia_packages(nvidia, family)
+        yield f"nvidia/{family}", nvidia_packages(nvidia, family, dkms_modules)
     for release in rocm["release"]:
         for repo in ("rocm", "amdgpu"):
             yield f"{repo}/{release['version']}", rocm_packages(rocm, release["version"], repo)
 
 
-def build(root: Path, nvidia: Path = NVIDIA, rocm: Path = ROCM) -> VendorMirror:
-    """Build every stand-in repository under ``root`` from the two descriptions, with a fresh key."""
+def build(root: Path, nvidia: Path = NVIDIA, rocm: Path = ROCM, dkms_modules: bool = False) -> VendorMirror:
+    """Build every stand-in repository under ``root`` from the two descriptions, with a fresh key; with
+    ``dkms_modules`` NVIDIA's kernel-module packages carry a real (stand-in) DKMS module."""
     nvidia_desc, rocm_desc = load(nvidia), load(rocm)
     root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="dlsetup-vendor-gnupg-"))
@@ -183,7 +242,7 @@ def build(root: Path, nvidia: Path = NVIDIA, rocm: Path = ROCM) -> VendorMirror:
         (root / "key.asc").write_text(mirror.export_key(gnupg))
         built: Dict[str, Tuple[StandIn, ...]] = {}
         jobs = []
-        for path, packages in repositories(nvidia_desc, rocm_desc):
+        for path, packages in repositories(nvidia_desc, rocm_desc, dkms_modules):
             repo = root / path
             repo.mkdir(parents=True, exist_ok=True)
             built[path] = packages

@@ -112,8 +112,13 @@ def _configure(root: Path, public_key: str) -> None:
     (ssh / "authorized_keys").chmod(0o600)
 
 
-def build_image(dest: Path | None = None) -> Image:
-    """Return the cached VM image, building it first (about 3 minutes) if it does not exist."""
+def build_image(dest: Path | None = None, extra_packages: Sequence[str] = (), host_sources: bool = False) -> Image:
+    """Return the cached VM image, building it first (about 3 minutes) if it does not exist.
+
+    A test that needs more in the guest builds its own image (another ``dest``): ``extra_packages`` are
+    installed after :data:`PACKAGES` ("{kernel}" in a name stands for the image's kernel release), and with
+    ``host_sources`` the guest gets this machine's apt sources (its updates and security suites too) instead of
+    the root's single suite."""
     dest = dest or image_dir()
     if (dest / "root.img").exists():
         return Image(dest)
@@ -128,14 +133,25 @@ def build_image(dest: Path | None = None) -> Image:
             _run(["chroot", str(root), "apt-get", "update", "-qq"])
             _run(["chroot", str(root), "env", env, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
                   *PACKAGES])
+            if host_sources:
+                _copy_host_sources(root)
+                _run(["chroot", str(root), "apt-get", "update", "-qq"])
+            if extra_packages:
+                release = next((root / "boot").glob("vmlinuz-*")).name.removeprefix("vmlinuz-")
+                _run(["chroot", str(root), "env", env, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                      *(name.replace("{kernel}", release) for name in extra_packages)])
             _run(["chroot", str(root), "apt-get", "clean"])
         (root / "usr" / "sbin" / "policy-rc.d").unlink()
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dlsetup-vm", "-f", str(work / "id_ed25519")])
         _configure(root, (work / "id_ed25519.pub").read_text())
         shutil.copy(root / "etc" / "ssh" / "ssh_host_ed25519_key.pub", work / "ssh_host_ed25519_key.pub")
         boot = root / "boot"
-        shutil.copy(next(boot.glob("vmlinuz-*")), work / "vmlinuz")
-        shutil.copy(next(boot.glob("initrd.img-*")), work / "initrd.img")
+        # the kernel the /vmlinuz link names (the one a boot loader starts), else the only one there is
+        link = root / "vmlinuz"
+        release = (link.readlink().name if link.is_symlink() else next(boot.glob("vmlinuz-*")).name)
+        release = release.removeprefix("vmlinuz-")
+        shutil.copy(boot / f"vmlinuz-{release}", work / "vmlinuz")
+        shutil.copy(boot / f"initrd.img-{release}", work / "initrd.img")
         _run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(root), str(work / "root.img"), ROOT_SIZE])
         rootfs.remove_copy(root)
         work.rename(dest)
@@ -145,6 +161,22 @@ def build_image(dest: Path | None = None) -> Image:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return Image(dest)
+
+
+def _copy_host_sources(root: Path) -> None:
+    """This machine's apt sources (sources.list and sources.list.d) replace the root's."""
+    for name in ("sources.list", "sources.list.d"):
+        target = root / "etc" / "apt" / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        host = Path("/etc/apt") / name
+        if host.is_dir():
+            shutil.copytree(host, target)
+        elif host.exists():
+            shutil.copy(host, target)
+    (root / "etc" / "apt" / "sources.list.d").mkdir(exist_ok=True)
 
 
 def _free_port() -> int:
@@ -162,6 +194,9 @@ class VM:
     port: int
     process: subprocess.Popen[bytes] | None = None
     disks: tuple[Path, ...] = field(default=())
+    overlay: Path | None = None  #: the copy-on-write root disk this VM boots
+    kernel: Path | None = None  #: kernel and initramfs booted; None: the image's
+    initrd: Path | None = None
 
     @property
     def by_id(self) -> tuple[str, ...]:
@@ -222,6 +257,35 @@ class VM:
         self.ssh("systemctl reboot", check=False, timeout=15)
         return self.wait_ssh(not_boot_id=before)
 
+    def boot_next(self, timeout: float = BOOT_TIMEOUT) -> str:
+        """Boot the kernel the guest's boot loader would start next and return the new boot id.
+
+        qemu boots the kernel directly (-kernel, no boot loader), so a reboot would start the same kernel
+        again: the targets of the guest's /vmlinuz and /initrd.img links (which Debian's kernel packages point
+        at the kernel to boot next) are copied out, the guest is powered off, and qemu starts again on the same
+        disks with them."""
+        assert self.overlay is not None, "boot the VM with boot()"
+        before = self.wait_ssh()
+        for link, local in (("/vmlinuz", "next-vmlinuz"), ("/initrd.img", "next-initrd.img")):
+            target = self.ssh(f"readlink -f {link}").stdout.strip()
+            copy = subprocess.run([*self.ssh_args(), f"cat {shlex.quote(target)}"], capture_output=True, check=True,
+                                  timeout=300)
+            (self.workdir / local).write_bytes(copy.stdout)
+        self.ssh("sync; systemctl poweroff", check=False, timeout=15)
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                self.stop()
+        self.kernel, self.initrd = self.workdir / "next-vmlinuz", self.workdir / "next-initrd.img"
+        self._start()
+        return self.wait_ssh(timeout, not_boot_id=before)
+
+    def _start(self) -> None:
+        assert self.overlay is not None
+        self.process = subprocess.Popen(_qemu_command(self, self.overlay), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=(self.workdir / "qemu.err").open("ab"))
+
     def stop(self) -> None:
         """Stop qemu by its pid."""
         if self.process is None or self.process.poll() is not None:
@@ -238,7 +302,7 @@ def _qemu_command(vm: VM, overlay: Path) -> list[str]:
     command = [
         "qemu-system-x86_64", "-nodefaults", "-accel", "tcg,thread=multi", "-m", "2048", "-smp", "2",
         "-display", "none", "-monitor", "none", "-serial", f"file:{vm.console_log}",
-        "-kernel", str(vm.image.kernel), "-initrd", str(vm.image.initrd),
+        "-kernel", str(vm.kernel or vm.image.kernel), "-initrd", str(vm.initrd or vm.image.initrd),
         "-append", f"root=LABEL={ROOT_LABEL} rw console=ttyS0",
         "-drive", f"file={overlay},format=qcow2,if=virtio",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{vm.port}-:22",
@@ -260,11 +324,10 @@ def boot(workdir: Path, image: Image | None = None) -> Iterator[VM]:
     disks = tuple(workdir / f"{serial}.img" for serial in DISK_SERIALS)
     for disk in disks:
         _run(["truncate", "-s", DISK_SIZE, str(disk)])
-    vm = VM(image=image, workdir=workdir, port=_free_port(), disks=disks)
+    vm = VM(image=image, workdir=workdir, port=_free_port(), disks=disks, overlay=overlay)
     vm.known_hosts.write_text(f"[127.0.0.1]:{vm.port} {image.host_key.read_text()}")
     with ExitStack() as stack:
-        vm.process = subprocess.Popen(_qemu_command(vm, overlay), stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=(workdir / "qemu.err").open("wb"))
+        vm._start()
         stack.callback(vm.stop)
         vm.wait_ssh()
         yield vm
