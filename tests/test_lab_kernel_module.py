@@ -20,11 +20,11 @@ from typing import Any, Dict, Iterator, Tuple
 
 import pytest
 
+from dlsetup.runner import link_collection
 from lab import mirror, rootfs, vendor_repos
 from lab import vm as vm_lab
 from lab.fixtures import lab_root  # noqa: F401 - pytest fixture
 
-REPO = Path(__file__).resolve().parents[1]
 _RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 #: a release no archive carries headers for
 NO_HEADERS = "6.1.0-0-lab-amd64"
@@ -56,10 +56,10 @@ def _chroot(target: Path, *args: str) -> str:
 def converge(target: Path, tmp: Path, variables: Dict[str, Any]) -> Tuple[int, int, str]:
     """Run nvidia_driver on the chroot; (failed count, changed count, output)."""
     play = tmp / "play.yml"
-    play.write_text("- hosts: all\n  gather_facts: false\n  roles:\n    - role: nvidia_driver\n")
+    play.write_text("- hosts: all\n  gather_facts: false\n  roles:\n    - role: dlsetup.workstation.nvidia_driver\n")
     extra = tmp / "vars.json"
     extra.write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(link_collection(tmp / "collections")), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_PIPELINING": "True"}
     run = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{target},",
                           "-c", "community.general.chroot", "-e", "ansible_python_interpreter=/usr/bin/python3",
