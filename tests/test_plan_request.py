@@ -19,7 +19,8 @@ def test_cli_overrides_config(tmp_path):
                       "pip-find-links: /opt/wheels\nvenv: /srv/venv\n")
     request = load_request(config, cuda="12.9", frameworks=(), torch=None)
     assert request == Request(frameworks=("tensorflow", "jax"), driver_branch="580", cuda="12.9",
-                              container_toolkit=True, pip_find_links=("/opt/wheels",), venv_path="/srv/venv")
+                              container_toolkit=True, pip_find_links=("/opt/wheels",), venv_path="/srv/venv",
+                              shared_venv=True)  # a venv named by path is the one shared venv
 
 
 @pytest.mark.parametrize("text,message", [
