@@ -74,6 +74,15 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
     names = ("site.yml", "reboot.yml", "reboot_status.yml") if reboot else ("site.yml", "reboot_status.yml")
     playbooks = [ansible_dir() / "playbooks" / name for name in names]
     request = load_request(config, **options)
+    if request.jupyter and not request.jupyter_user and inventory is None:
+        from dataclasses import replace
+
+        from dlsetup.jupyter import invoking_user
+
+        request = replace(request, jupyter_user=invoking_user())  # this machine: who ran dlsetup (sudo's user)
+        if request.jupyter_user is None:
+            raise UsageError("--jupyter: JupyterLab never runs as root and dlsetup was run by root itself: "
+                             "pass --jupyter-user NAME")
     if retry_failed:
         if inventory is None or limit is not None:
             raise UsageError("--retry-failed needs --inventory and takes no --limit")
@@ -114,6 +123,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
     if not targets.local and not check:
         save_retry(retry_file(list(targets.sources), cache_dir()), result.hosts)
     print_summary(result, Console(stderr=True))
+    _print_jupyter(plans, result, targets.local, check)
     if as_json:
         for host in result.hosts:
             plan = plans.get(host.host)
@@ -243,6 +253,17 @@ def _raise_for(result: RunResult) -> None:
         raise DlsetupError(f"missing privileges on {first.host}: {first.failure.message}", EXIT_PRIVILEGES)
     if failed:
         raise DlsetupError("; ".join(parts), EXIT_HOSTS_FAILED)
+
+
+def _print_jupyter(plans: Mapping[str, Plan], result: RunResult, local: bool, check: bool) -> None:
+    """The URL and the ``ssh -L`` line of each host that got JupyterLab (never its token)."""
+    from dlsetup.jupyter import access_lines
+
+    ok = {h.host for h in result.hosts if h.status not in ("failed", "unreachable")}
+    for host, plan in plans.items():
+        if host in ok and not check:
+            for line in access_lines(plan.variables, host, local):
+                click.echo(line, err=True)
 
 
 def _failed(host: HostResult) -> str:

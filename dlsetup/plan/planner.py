@@ -1060,8 +1060,15 @@ class _Planner:
                                      + (f" ({v['environment']['KERAS_BACKEND']} backend)"
                                         if "KERAS_BACKEND" in v["environment"] else ""))}
                    for v in self.venvs]
+        with_torch = next((v["name"] for v in self.venvs
+                           if any(p.split("=")[0].split("[")[0] == "torch" for p in v["packages"])), None)
+        if with_torch is None:
+            self.notes.append("jupyter: the starter notebooks train with torch and no venv has it: they are not "
+                              "copied (add --framework pytorch)")
         self.roles.add("jupyter")
         self.variables.update({
+            "jupyter_notebooks_dir": "dlsetup-notebooks" if with_torch else "",
+            "jupyter_notebooks_kernel": with_torch or "",
             "jupyter_venv_path": JUPYTER_VENV,
             "jupyter_python": self.variables.get("frameworks_python", "python3"),
             "jupyter_kernels": kernels,
