@@ -23,13 +23,14 @@ from lab.fixtures import lab_root, lab_wheels  # noqa: F401 - pytest fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 CA_BUNDLE = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
-ROOT_CA_BUNDLE = Path("/etc/ssl/host-ca-bundle.crt")
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 #: the local wheel's release (2.13.0): pinned, so pip takes the wheel in /opt/wheels
 TORCH = wheels.TORCH_WHEEL.name.split("-")[1].split("+")[0]
 USER = "alice"
 PLAN = ("--offline", "--framework", "pytorch", "--framework", "keras", "--keras-backend", "torch", "--torch", TORCH,
         "--pip-find-links", "/opt/wheels", "--jupyter", "--jupyter-user", USER)
 MOUNTS = ("proc", "dev")
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 
 pytestmark = pytest.mark.lab
 
@@ -46,7 +47,7 @@ def summary(run: subprocess.CompletedProcess) -> dict:
 
 def as_user(root: Path, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "HOME": f"/home/{USER}", "LANG": "C.UTF-8"}
-    return subprocess.run(["chroot", f"--userspec={USER}:{USER}", str(root), *argv], env=env, capture_output=True,
+    return subprocess.run([CHROOT, f"--userspec={USER}:{USER}", str(root), *argv], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -54,10 +55,13 @@ def as_user(root: Path, *argv: str, timeout: int = 600) -> subprocess.CompletedP
 def converged(lab_root: Path, lab_wheels: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
     tmp = tmp_path_factory.mktemp("jupyter")
     root = rootfs.fresh_copy(tmp / "target")
+    root.chmod(0o755)  # a system's / (the cached root is made private): the user must reach its files
     shutil.copytree(lab_wheels, root / "opt" / "wheels")
-    if CA_BUNDLE.is_file():  # pip in the chroot reaches the index through this machine's TLS-inspecting proxy
-        shutil.copy2(CA_BUNDLE, root / ROOT_CA_BUNDLE.relative_to("/"))
-        (root / "etc" / "pip.conf").write_text(f"[global]\ncert = {ROOT_CA_BUNDLE}\n", encoding="utf-8")
+    # pip in the chroot reaches the index as this machine does (a TLS-inspecting proxy here): its trust store
+    # is this machine's, as a corporate host's would be (the chroot connection passes PIP_CERT, SSL_CERT_FILE
+    # and the like, which name this path, on to the chroot's pip)
+    if CA_BUNDLE.is_file():
+        shutil.copy2(CA_BUNDLE, root / SYSTEM_CA_BUNDLE.relative_to("/"))
     subprocess.run(["chroot", str(root), "useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
     inventory = tmp / "hosts.ini"
     inventory.write_text(f"{root} ansible_connection=community.general.chroot "
