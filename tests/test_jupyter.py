@@ -210,8 +210,8 @@ def test_the_role_refuses_an_open_address_without_tls(tmp_path, tls):
     variables.write_text(json.dumps({"jupyter_listen_address": "0.0.0.0", "jupyter_tls": tls,
                                      "jupyter_user": "no-such-user-h17", "ansible_python_interpreter": sys.executable}))
     ansible = Path(sys.executable).with_name("ansible-playbook")
-    done = subprocess.run([str(ansible), "-c", "local", "-i", "localhost,", "--check", str(play), "-e", f"@{variables}"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    done = subprocess.run([str(ansible), "-c", "local", "-i", "localhost,", "--check", str(play),
+                           "-e", f"@{variables}"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={"ANSIBLE_ROLES_PATH": str(REPO / "roles"), "PATH": "/usr/bin:/bin",
                                "HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1"})
     assert done.returncode != 0
