@@ -51,6 +51,12 @@ def as_user(root: Path, *argv: str, timeout: int = 600) -> subprocess.CompletedP
                           text=True, timeout=timeout)
 
 
+def text_of(outputs: list) -> str:
+    """The stream text of notebook cell outputs (a string or, as nbformat stores it, a list of lines)."""
+    texts = (o.get("text", "") for o in outputs)
+    return "".join(t if isinstance(t, str) else "".join(t) for t in texts)
+
+
 @pytest.fixture(scope="module")
 def converged(lab_root: Path, lab_wheels: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
     tmp = tmp_path_factory.mktemp("jupyter")
@@ -125,8 +131,7 @@ def test_every_starter_notebook_runs_headless_in_its_kernel(converged, notebook:
                   "--output", f"/tmp/{notebook}-run.ipynb", path)
     assert run.returncode == 0, run.stderr[-3000:]
     executed = json.loads((root / f"tmp/{notebook}-run.ipynb").read_text())
-    output = "".join(o.get("text", "") if isinstance(o.get("text"), str) else "".join(o.get("text", []))
-                     for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    output = text_of([o for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])])
     assert "training on cpu" in output and "the loss fell" in output, output[-2000:]
 
 
@@ -150,4 +155,53 @@ def test_keras_trains_a_step_on_the_torch_backend(converged) -> None:
                   "--output", "/tmp/keras-run.ipynb", "/tmp/keras.ipynb")
     assert run.returncode == 0, run.stderr[-3000:]
     outputs = json.loads((root / "tmp/keras-run.ipynb").read_text())["cells"][0]["outputs"]
-    assert "".join(o.get("text", "") for o in outputs).startswith("torch ")
+    assert text_of(outputs).startswith("torch "), outputs
+
+
+def test_the_service_command_serves_only_with_the_token(converged) -> None:
+    """The unit's ExecStart, run as the user with the unit's environment file (the chroot has no systemd), on a
+    free loopback port: the API answers with the token and refuses without it; both kernels are offered."""
+    import re
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    root, _, _ = converged
+    unit = (root / "etc/systemd/system/dlsetup-jupyter.service").read_text()
+    command = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1).split()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [f"--ServerApp.port={port}" if arg.startswith("--ServerApp.port=") else arg for arg in command]
+    token = (root / "etc/dlsetup/jupyter/token.env").read_text().strip().removeprefix("JUPYTER_TOKEN=")
+    env = {"PATH": "/usr/bin:/bin", "HOME": f"/home/{USER}", "LANG": "C.UTF-8", "JUPYTER_TOKEN": token}
+    server = subprocess.Popen([CHROOT, f"--userspec={USER}:{USER}", str(root), *command], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/api"
+
+    def get(path: str, with_token: bool) -> tuple[int, bytes]:
+        request = urllib.request.Request(base + path, headers={"Authorization": f"token {token}"} if with_token
+                                         else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - our loopback server
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as err:
+            return err.code, b""
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if get("/status", True)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode()[-3000:]
+            time.sleep(1)
+        status, body = get("/kernelspecs", True)
+        assert status == 200 and sorted(json.loads(body)["kernelspecs"]) == ["keras", "pytorch"]
+        assert get("/kernelspecs", False)[0] == 403
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
