@@ -27,7 +27,8 @@ def invoking_user(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
 
 
 def access_lines(variables: Mapping[str, Any], host: str, local: bool) -> List[str]:
-    """What to print after provisioning ``host`` with JupyterLab (``variables``: its plan's)."""
+    """What to print after provisioning ``host`` with JupyterLab (``variables``: its plan's; ``local``: ``host``
+    is the machine dlsetup runs on, named as the network knows it)."""
     if "jupyter" not in (variables.get("dlsetup_roles") or ()):
         return []
     address = str(variables.get("jupyter_listen_address") or "127.0.0.1")
@@ -41,8 +42,7 @@ def access_lines(variables: Mapping[str, Any], host: str, local: bool) -> List[s
     if ip.is_loopback:
         lines.append(f"JupyterLab on {where}: {scheme}://127.0.0.1:{port}/lab"
                      + (" (listening on loopback only)" if not local else ""))
-        target = "THIS-HOST" if local else host
-        lines.append(f"  from your computer: ssh -N -L {port}:{shown}:{port} {target}  then open "
+        lines.append(f"  from your computer: ssh -N -L {port}:{shown}:{port} {host}  then open "
                      f"{scheme}://127.0.0.1:{port}/lab")
     else:
         lines.append(f"JupyterLab on {where}: {scheme}://{host if ip.is_unspecified else shown}:{port}/lab")

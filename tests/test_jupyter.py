@@ -263,6 +263,8 @@ def test_loopback_access_gives_the_ssh_tunnel_and_never_the_token():
     assert "ssh -N -L 8888:127.0.0.1:8888 gpu1" in lines[1]
     assert "/etc/dlsetup/jupyter/token.env" in lines[-1] and "alice" in lines[-1]
     assert access_lines({"dlsetup_roles": ["common", "frameworks"]}, "gpu1", local=False) == []
+    here = access_lines(variables, "ws7", local=True)
+    assert here[0] == "JupyterLab on this machine: http://127.0.0.1:8888/lab" and "8888:127.0.0.1:8888 ws7" in here[1]
 
 
 def test_tls_access_is_https_on_the_host():

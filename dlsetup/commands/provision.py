@@ -262,7 +262,7 @@ def _print_jupyter(plans: Mapping[str, Plan], result: RunResult, local: bool, ch
     ok = {h.host for h in result.hosts if h.status not in ("failed", "unreachable")}
     for host, plan in plans.items():
         if host in ok and not check:
-            for line in access_lines(plan.variables, host, local):
+            for line in access_lines(plan.variables, plan.host if local else host, local):
                 click.echo(line, err=True)
 
 
