@@ -82,7 +82,10 @@ def converged(lab_root: Path, lab_wheels: Path, tmp_path_factory: pytest.TempPat
         yield root, first, second
     finally:
         for path in reversed(mounted):
-            subprocess.run(["umount", "--lazy", str(path)], check=False)
+            subprocess.run(["umount", str(path)], check=False)
+        # never remove through a mount of this machine's /proc or /dev: the copy is left behind instead
+        still = [path for path in mounted if os.path.ismount(path)]
+        assert not still, f"still mounted, {root} left in place: {still}"
         rootfs.remove_copy(root)
 
 
