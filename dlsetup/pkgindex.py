@@ -483,7 +483,8 @@ def ask(frameworks: Sequence[str], *, index_url: Optional[str] = None, pytorch_b
     replaces pip's indexes, and then PyTorch's own index is not asked either. ``no_index`` (--pip-offline):
     only the local ``find_links`` directories are read, nothing is asked over the network."""
     now = datetime.now(timezone.utc)
-    names = [n for f, n in (("pytorch", "torch"), ("tensorflow", "tensorflow"), ("jax", "jax")) if f in frameworks]
+    names = [n for f, n in (("pytorch", "torch"), ("tensorflow", "tensorflow"), ("jax", "jax"), ("keras", "keras"))
+             if f in frameworks]
     if no_index:
         local = {n: p for n in names if (p := find_links_project(n, find_links, now.date().isoformat()))}
         return LiveIndex("", now.date().isoformat(), local, ())

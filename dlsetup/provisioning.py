@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from dlsetup.plan import Plan, Request
     from dlsetup.runner import HostResult, RunOptions, RunResult
 
-__all__ = ["PROBE_TASK", "REBOOT_TASK", "host_vars", "json_lines", "plan_hosts", "playbooks", "raise_for", "run",
-           "select_targets", "with_failures"]
+__all__ = ["PROBE_TASK", "REBOOT_TASK", "host_vars", "json_lines", "jupyter_access", "plan_hosts", "playbooks",
+           "raise_for", "run", "select_targets", "with_failures", "with_jupyter_user"]
 
 #: the task of playbooks/reboot_status.yml whose ``stat`` tells that a host needs a reboot
 REBOOT_TASK = "Read the dlsetup reboot-required marker"
@@ -204,3 +204,30 @@ def raise_for(result: RunResult) -> None:
 
 def _failed(host: HostResult) -> str:
     return f"{host.host} ({host.failure.task}: {host.failure.message})" if host.failure else host.host
+
+
+def with_jupyter_user(request: Request, local: bool) -> Request:
+    """On this machine, --jupyter without --jupyter-user runs JupyterLab as whoever ran dlsetup (sudo's user);
+    never as root. A fleet's hosts keep the request as it is (the role asks for the user there)."""
+    if not (request.jupyter and not request.jupyter_user and local):
+        return request
+    from dataclasses import replace
+
+    from dlsetup.jupyter import invoking_user
+
+    user = invoking_user()
+    if user is None:
+        raise UsageError("--jupyter: JupyterLab never runs as root and dlsetup was run by root itself: "
+                         "pass --jupyter-user NAME")
+    return replace(request, jupyter_user=user)
+
+
+def jupyter_access(result: RunResult, plans: Mapping[str, Plan], local: bool, check: bool) -> List[str]:
+    """The URL and the ``ssh -L`` line of each host that got JupyterLab (never its token)."""
+    if check:
+        return []
+    from dlsetup.jupyter import access_lines
+
+    ok = {h.host for h in result.hosts if h.status not in ("failed", "unreachable")}
+    return [line for host, plan in plans.items() if host in ok
+            for line in access_lines(plan.variables, plan.host if local else host, local)]

@@ -81,7 +81,7 @@ def compare(profile: HostProfile, installed: Mapping[str, Any], plan: "Plan") ->
     items += _apt_packages(variables, roles, packages)
     items += _holds(variables, planned_driver_branch(plan) if profile.nvidia_gpus else None, packages)
     items += _rocm(profile, variables, roles)
-    items += _venv(variables, installed.get("venv"))
+    items += _venvs(variables, installed)
     items += _arrays(profile, variables)
     items += _reboot(profile, installed)
     return tuple(items)
@@ -255,6 +255,26 @@ def _pip_fix(variables: Mapping[str, Any], venv: str, spec: str) -> str:
     if variables.get("frameworks_pip_offline"):
         args.append("--no-index")
     return " ".join(args)
+
+
+def _venvs(variables: Mapping[str, Any], installed: Mapping[str, Any]) -> List[Item]:
+    """Each planned venv (``frameworks_venvs``; else the one of ``frameworks_venv_path``) against what the
+    host's venv at that path holds. With several venvs each item names its venv."""
+    planned = [v for v in variables.get("frameworks_venvs") or () if isinstance(v, Mapping)]
+    if not planned:
+        return _venv(variables, installed.get("venv"))
+    found = installed.get("venvs") or {}
+    first = installed.get("venv")
+    items = []
+    for venv in planned:
+        path = str(venv.get("path") or "")
+        have = found.get(path) or (first if first and first.get("path") == path else None)
+        own = _venv({**variables, "frameworks_packages": venv.get("packages") or [], "frameworks_venv_path": path},
+                    have)
+        if len(planned) > 1:
+            own = [dataclasses.replace(i, topic=f"{i.topic} ({venv.get('name')})") for i in own]
+        items += own
+    return items
 
 
 def _venv(variables: Mapping[str, Any], venv: Optional[Mapping[str, Any]]) -> List[Item]:

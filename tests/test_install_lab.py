@@ -118,7 +118,7 @@ def test_readme_first_line_provisions_a_fresh_debian_12(fresh_debian: Path) -> N
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-5000:])
     assert "Traceback" not in run.stderr
 
-    torch = in_root(root, "/opt/dlsetup/venv/bin/python -c 'import torch; print(torch.__version__)'")
+    torch = in_root(root, "/opt/dlsetup/venvs/pytorch/bin/python -c 'import torch; print(torch.__version__)'")
     assert torch.returncode == 0, torch.stderr
     assert torch.stdout.strip() == wheels.TORCH_WHEEL.name.split("-")[1]
     # and dlsetup stays at hand for what comes next

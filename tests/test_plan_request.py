@@ -13,13 +13,21 @@ def test_defaults():
     assert Request().frameworks == ("pytorch",) and Request().venv_path == "/opt/dlsetup/venv"
 
 
+def test_verify_looks_for_the_venvs_where_the_planner_puts_them():
+    from dlsetup.commands import verify
+    from dlsetup.plan import request
+
+    assert (verify.DEFAULT_VENV_ROOT, verify.DEFAULT_VENV) == (request.DEFAULT_VENV_ROOT, request.DEFAULT_VENV)
+
+
 def test_cli_overrides_config(tmp_path):
     config = tmp_path / "plan.yml"
     config.write_text("framework: [tensorflow, jax]\ndriver-branch: 580\ncuda: '13.0'\ncontainer_toolkit: true\n"
                       "pip-find-links: /opt/wheels\nvenv: /srv/venv\n")
     request = load_request(config, cuda="12.9", frameworks=(), torch=None)
     assert request == Request(frameworks=("tensorflow", "jax"), driver_branch="580", cuda="12.9",
-                              container_toolkit=True, pip_find_links=("/opt/wheels",), venv_path="/srv/venv")
+                              container_toolkit=True, pip_find_links=("/opt/wheels",), venv_path="/srv/venv",
+                              shared_venv=True)  # a venv named by path is the one shared venv
 
 
 @pytest.mark.parametrize("text,message", [

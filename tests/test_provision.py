@@ -147,7 +147,8 @@ def test_converges_then_changes_nothing(chroot) -> None:
     [host] = summaries(first)
     assert host["host"] == str(root) and host["roles"] == ["common", "frameworks"]
     assert host["changed"] > 0 and host["failed"] == 0 and host["reboot_required"] is False
-    torch = subprocess.run(["chroot", str(root), "/opt/dlsetup/venv/bin/python", "-c",
+    # one venv per framework by default: the pytorch one
+    torch = subprocess.run(["chroot", str(root), "/opt/dlsetup/venvs/pytorch/bin/python", "-c",
                             "import torch; print(torch.__version__)"], capture_output=True, text=True)
     assert torch.stdout.strip() == "2.13.0+cpu", torch.stderr
     second = dlsetup("-i", str(inventory), "--yes", "--json", *PLAN)
@@ -162,7 +163,7 @@ def test_check_reports_changes_and_changes_nothing(chroot) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     [host] = summaries(run)
     assert host["check"] is True and host["changed"] > 0 and host["failed"] == 0
-    assert not (root / "opt" / "dlsetup" / "venv").exists()
+    assert not (root / "opt" / "dlsetup" / "venvs").exists() and not (root / "opt" / "dlsetup" / "venv").exists()
 
 
 @pytest.mark.lab

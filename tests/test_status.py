@@ -19,7 +19,7 @@ from dlsetup.probe.installed import parse_dpkg_status, read_installed, venv_comm
 from dlsetup.status import parse_extra_vars, planned_accelerator, status_of
 
 K_OLD, K_NEW = "6.8.0-88-generic", "6.8.0-90-generic"
-VENV = "/opt/dlsetup/venv"
+VENV = "/opt/dlsetup/venvs/pytorch"  # one venv per framework: the pytorch one
 #: what the capture's host gets: its loaded 580 driver kept, CUDA 13.0, the container toolkit, torch cu130
 REQUEST = load_request(None, cuda="13.0", container_toolkit=True, offline=True)
 #: the array provision built (a layout over the capture's disks is not plannable: they are in use)
@@ -183,6 +183,24 @@ def test_venv_reader_on_a_real_venv(tmp_path):
     assert facts["venv"]["packages"]["torch"] == "2.15.0+cu130" and facts["venv"]["torch_cuda"] == "13.0"
 
 
+def test_each_framework_venv_is_compared_with_its_own_packages(h100):
+    """Two venvs (PyTorch; Keras on torch): each checked against its own requirements, drift named by venv."""
+    profile, installed = in_sync(h100)
+    request = load_request(None, cuda="13.0", container_toolkit=True, offline=True, frameworks=("pytorch", "keras"),
+                           keras_backend="torch")
+    keras = {**installed["venv"], "path": "/opt/dlsetup/venvs/keras",
+             "packages": {"torch": "2.15.0+cu130", "keras": "3.15.1"}}
+    both = {**installed, "venvs": {VENV: installed["venv"], keras["path"]: keras}}
+    assert status_of("h", profile, both, request, ARRAYS).drift == ()
+    # keras is not wanted in the pytorch venv: only the keras venv lacking it is drift
+    gone = {**both, "venvs": {VENV: installed["venv"], keras["path"]: {**keras, "packages": {"torch": "2.15.0+cu130"}}}}
+    (item,) = status_of("h", profile, gone, request, ARRAYS).drift
+    assert item.topic == "keras (keras)" and item.fix.startswith("/opt/dlsetup/venvs/keras/bin/pip install")
+    missing = {**both, "venvs": {VENV: installed["venv"]}}
+    (item,) = status_of("h", profile, missing, request, ARRAYS).drift
+    assert (item.topic, item.expected, item.found) == ("venv (keras)", "/opt/dlsetup/venvs/keras", "missing")
+
+
 # -- the command over bundles -----------------------------------------------------------------------------
 
 
@@ -197,8 +215,8 @@ def make_bundle(tmp_path: Path, *, torch=True, reboot=False) -> Path:
     (bundle / "proc/sys/kernel").mkdir(parents=True, exist_ok=True)
     (bundle / "cmd" / "dpkg-query-status.out").write_text(
         "ii  cuda-toolkit-13-0 13.0.2-1\nii  nvidia-container-toolkit 1.18.0-1\nhi  nvidia-open-580 580.159.04-1\n")
-    (bundle / "opt/dlsetup/venv/bin").mkdir(parents=True)
-    (bundle / "opt/dlsetup/venv/bin/python").write_text("")
+    (bundle / "opt/dlsetup/venvs/pytorch/bin").mkdir(parents=True)
+    (bundle / "opt/dlsetup/venvs/pytorch/bin/python").write_text("")
     packages = {"torch": "2.15.0+cu130"} if torch else {}
     (bundle / "cmd" / "venv-facts.out").write_text(json.dumps({"python": "3.12", "packages": packages,
                                                                "torch_cuda": "13.0" if torch else None}))

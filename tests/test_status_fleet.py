@@ -20,7 +20,7 @@ from lab.fleet import Fleet
 pytestmark = pytest.mark.fleet
 
 REPO = Path(__file__).resolve().parents[1]
-VENV = "/opt/dlsetup/venv"
+VENV = "/opt/dlsetup/venvs/pytorch"  # the default: one venv per framework
 IN_SYNC, NO_TORCH, REBOOT, UNHELD, GONE = "h1", "h2", "h3", "h4", "h5"
 #: what status is told provision held (as provision -e would be): a package the fleet root has
 HOLD = "pciutils"

@@ -165,3 +165,28 @@ def test_overall_status_is_the_worst():
     assert overall_status([{"status": "fail"}, {"status": "warn"}]) == "fail"  # type: ignore[list-item]
     assert overall_status([]) == "pass"
     assert FIXTURES.is_dir()
+
+
+def test_verify_finds_each_framework_venv_with_torch(tmp_path):
+    """Without --venv or an active venv, verify runs in every venv of the root that has torch (the workload
+    trains with torch), then the shared venv; a TensorFlow-only venv and a folder without Python are left out."""
+    from dlsetup.commands.verify import installed_venvs
+
+    def make(path, torch):
+        (path / "bin").mkdir(parents=True)
+        (path / "bin" / "python").write_text("")
+        site = path / "lib" / "python3.11" / "site-packages"
+        site.mkdir(parents=True)
+        if torch:
+            (site / "torch").mkdir()
+            (site / "torch" / "__init__.py").write_text("")
+
+    root, legacy = tmp_path / "venvs", tmp_path / "venv"
+    make(root / "pytorch", True)
+    make(root / "keras", True)
+    make(root / "tensorflow", False)
+    (root / "empty").mkdir()
+    assert installed_venvs(root, legacy) == [root / "keras", root / "pytorch"]
+    make(legacy, True)
+    assert installed_venvs(root, legacy)[-1] == legacy
+    assert installed_venvs(tmp_path / "none", tmp_path / "none2") == []

@@ -20,7 +20,7 @@ from lab.fixtures import lab_root, lab_wheels  # noqa: F401 - pytest fixtures
 from lab.wheels import TORCH_REQUIREMENT
 
 REPO = Path(__file__).resolve().parents[1]
-VENV = "/opt/dlsetup/venv"
+VENV = "/opt/dlsetup/venvs/pytorch"  # the default: one venv per framework
 #: where the chroot sees the cached torch venv's packages
 TORCH_SITE = "/opt/dlsetup-test-torch"
 

@@ -15,7 +15,9 @@ from dlsetup.errors import UsageError
 @click.command()
 @click.option("--from-bundle", type=click.Path(path_type=Path), help="Plan for a saved bundle instead of this host.")
 @click.option("--config", type=click.Path(path_type=Path), help="YAML file with these options; options given here win.")
-@click.option("--framework", "frameworks", multiple=True, help="pytorch, tensorflow or jax (repeatable).")
+@click.option("--framework", "frameworks", multiple=True, help="pytorch, tensorflow, jax or keras (repeatable).")
+@click.option("--keras-backend", help="Keras 3's backend: jax, tensorflow or torch (default: the other framework "
+                                      "planned, else torch).")
 @click.option("--driver-branch", help="NVIDIA driver branch, e.g. 580.")
 @click.option("--cuda", help="Also install this CUDA toolkit, e.g. 13.0.")
 @click.option("--rocm", help="ROCm release, e.g. 7.2.")
@@ -26,7 +28,19 @@ from dlsetup.errors import UsageError
 @click.option("--pip-index-url", help="pip index (a mirror); vendor indexes are then not added.")
 @click.option("--pip-find-links", multiple=True, help="Directory or URL with wheels (repeatable).")
 @click.option("--pip-offline", is_flag=True, default=None, help="Install only from --pip-find-links.")
-@click.option("--venv", "venv_path", help="Where the framework venv goes (default /opt/dlsetup/venv).")
+@click.option("--venv", "venv_path", help="One venv for every framework, here (implies --shared-venv).")
+@click.option("--shared-venv", is_flag=True, default=None,
+              help="One venv for every framework (default /opt/dlsetup/venv) instead of one per framework.")
+@click.option("--venv-root", help="Where the per-framework venvs go (default /opt/dlsetup/venvs/<framework>).")
+@click.option("--jupyter", is_flag=True, default=None,
+              help="JupyterLab in its own venv with a kernel per framework venv, as a systemd service.")
+@click.option("--jupyter-user", help="The user JupyterLab runs as (default: the invoking user).")
+@click.option("--jupyter-listen", metavar="ADDR:PORT",
+              help="Where JupyterLab listens (default 127.0.0.1:8888); off loopback only with TLS.")
+@click.option("--jupyter-self-signed", is_flag=True, default=None,
+              help="Serve JupyterLab over TLS with a certificate generated on the host.")
+@click.option("--jupyter-cert", help="TLS certificate for JupyterLab, a path on the host (with --jupyter-key).")
+@click.option("--jupyter-key", help="TLS private key for JupyterLab, a path on the host.")
 @click.option("--storage", multiple=True, metavar="MOUNT[:LEVEL[:FS[:DISK,...]]]",
               help="An array for datasets or checkpoints, e.g. /data:raid10:xfs (repeatable); without disks, "
                    "the unused NVMe/SSD disks are shared out.")

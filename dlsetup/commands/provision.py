@@ -60,6 +60,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
     playbooks = provisioning.playbooks(reboot)
     request = load_request(config, **options)
     targets, limit = provisioning.select_targets(inventory, limit, retry_failed)
+    request = provisioning.with_jupyter_user(request, targets.local)
 
     plans, roots, failures = provisioning.plan_hosts(targets, request)
     show_plans(plans, failures, Console(stderr=as_json))
@@ -73,6 +74,8 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
                              extra_vars=checked_vars, become=become)
     result = provisioning.run(playbooks, targets, plans, roots, failures, run_options, reboot, Console(stderr=True))
     print_summary(result, Console(stderr=True))
+    for access in provisioning.jupyter_access(result, plans, targets.local, check):
+        click.echo(access, err=True)
     if as_json:
         for line in provisioning.json_lines(result, plans, check):
             click.echo(json.dumps(line))

@@ -39,7 +39,10 @@ def status(inventory: Optional[Path], limit: Optional[str], from_bundle: Optiona
 
     request = load_request(config, **options)
     extra = parse_extra_vars(extra_vars)
-    venv = str(extra.get("frameworks_venv_path") or request.venv_path)
+    from dlsetup.plan.request import venv_paths
+
+    # every framework venv, joined by ":" (which no venv path may hold): one read of the host for all
+    venv = str(extra.get("frameworks_venv_path") or ":".join(venv_paths(request)))
     if inventory is not None:
         if from_bundle is not None:
             raise UsageError("--inventory cannot be combined with --from-bundle")

@@ -12,6 +12,10 @@ import click
 
 from dlsetup.errors import EXIT_FAILED, UsageError
 
+#: where dlsetup puts the framework venvs (dlsetup.plan.request's defaults; not imported: it loads yaml)
+DEFAULT_VENV_ROOT = "/opt/dlsetup/venvs"
+DEFAULT_VENV = "/opt/dlsetup/venv"
+
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
@@ -20,8 +24,8 @@ STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
               help="Verify every host of this Ansible inventory, with the workload shipped in dlsetup.")
 @click.option("-l", "--limit", help="With --inventory: only the hosts this pattern selects.")
 @click.option("--venv", type=click.Path(path_type=Path),
-              help="Environment to verify [default: $VIRTUAL_ENV; with --inventory, each host's dlsetup_venv, "
-                   "else /opt/dlsetup/venv].")
+              help="Environment to verify [default: $VIRTUAL_ENV, else every venv with torch under "
+                   "/opt/dlsetup/venvs; with --inventory, each host's dlsetup_venv, else its pytorch venv].")
 @click.option("--quick", is_flag=True, help="Fewer steps and smaller buffers (under 30 s).")
 @click.option("--data-dir", type=click.Path(path_type=Path),
               help="Directory whose filesystem throughput to measure [default: the venv's].")
@@ -42,20 +46,32 @@ def verify(inventory: Path | None, limit: str | None, venv: Path | None, quick: 
     from dlsetup.probe import probe
     from dlsetup.verify import verify as run_verify
 
-    if venv is None:
-        if "VIRTUAL_ENV" not in os.environ:
-            raise UsageError("no environment to verify: pass --venv PATH or activate one")
-        venv = Path(os.environ["VIRTUAL_ENV"])
-    document = run_verify(venv, probe(), quick=quick, data_dir=data_dir, lookup=by_name)
+    venvs = [venv] if venv is not None else [Path(os.environ["VIRTUAL_ENV"])] if "VIRTUAL_ENV" in os.environ \
+        else installed_venvs()
+    if not venvs:
+        raise UsageError("no environment to verify: pass --venv PATH or activate one (none with torch under "
+                         f"{DEFAULT_VENV_ROOT} or at {DEFAULT_VENV})")
+    profile = probe()
+    documents = {str(v): run_verify(v, profile, quick=quick, data_dir=data_dir, lookup=by_name) for v in venvs}
     if as_json:
-        click.echo(json.dumps(document, indent=2))
+        # one venv: its document, as always; several: {venv: document}, which dlsetup report reads like a fleet's
+        click.echo(json.dumps(next(iter(documents.values())) if len(documents) == 1 else documents, indent=2))
     else:
         from rich.console import Console
         from rich.markup import escape
 
-        Console().print(_table(document, f"verify: {escape(str(document['host']))} ({escape(str(venv))})"))
-    if document["status"] == "fail":
+        for path, document in documents.items():
+            Console().print(_table(document, f"verify: {escape(str(document['host']))} ({escape(path)})"))
+    if any(document["status"] == "fail" for document in documents.values()):
         sys.exit(EXIT_FAILED)
+
+
+def installed_venvs(root: Path = Path(DEFAULT_VENV_ROOT), legacy: Path = Path(DEFAULT_VENV)) -> list[Path]:
+    """The framework venvs dlsetup made on this machine that the workload can run in (those with torch: the
+    pytorch venv, Keras on torch, a shared venv), in name order, the shared venv last."""
+    found = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    return [p for p in found + [legacy] if (p / "bin" / "python").is_file()
+            and any(p.glob("lib/python3*/site-packages/torch/__init__.py"))]
 
 
 def _table(document: dict, title: str):

@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Mapping, Optional, Tuple
 
-TABLES = ("nvidia", "cuda", "pytorch", "tensorflow", "jax", "rocm", "os", "retired")
+TABLES = ("nvidia", "cuda", "pytorch", "tensorflow", "jax", "rocm", "os", "retired", "keras")
 
 
 def vtuple(version: str) -> Tuple[int, ...]:
@@ -145,6 +145,16 @@ class JaxRelease:
 
 
 @dataclass(frozen=True)
+class KerasRelease:
+    """A Keras 3 release: pure Python, run on one of its backends (KERAS_BACKEND)."""
+
+    version: str
+    python: Tuple[str, ...]
+    backends: Tuple[str, ...] = ("jax", "tensorflow", "torch")
+    unverified: bool = False
+
+
+@dataclass(frozen=True)
 class RocmRelease:
     version: str
     gfx: Tuple[str, ...]
@@ -224,6 +234,10 @@ class Compat:
     retired: Tuple[Retired, ...]
     jax_releases: Tuple[JaxRelease, ...] = ()  #: newest first
     arches: Tuple[MachineArch, ...] = ()  #: the machine architectures planned for
+    keras: Tuple[KerasRelease, ...] = ()  #: newest first
+    keras_default: str = ""
+    #: KERAS_BACKEND value -> the dlsetup framework that provides it ("torch" -> "pytorch")
+    keras_backends: Mapping[str, str] = field(default_factory=dict)
     #: table name -> "YYYY-MM-DD" the table was last checked against its sources; absent: unknown
     as_of: Mapping[str, str] = field(default_factory=dict)
 
@@ -286,5 +300,8 @@ def load() -> Compat:
         retired=_rows(Retired, t["retired"]["framework"], ("alternatives",)),
         jax_releases=_rows(JaxRelease, t["jax"].get("release", []), ("extras",)),
         arches=_rows(MachineArch, t["os"].get("arch", [])),
+        keras=_rows(KerasRelease, t["keras"]["release"], ("python", "backends")),
+        keras_default=t["keras"]["default"],
+        keras_backends=dict(t["keras"]["backends"]),
         as_of={name: str(table["as_of"]) for name, table in t.items() if "as_of" in table},
     )

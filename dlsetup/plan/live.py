@@ -14,7 +14,10 @@ def live_facts(request: Any) -> Any:
         return None
     from dlsetup import pkgindex
     from dlsetup.plan import compat
+    from dlsetup.plan.request import keras_backend
 
-    return pkgindex.ask(request.frameworks, index_url=request.pip_index_url,
+    backend = keras_backend(request)
+    frameworks = tuple(request.frameworks) + ((compat.load().keras_backends[backend],) if backend else ())
+    return pkgindex.ask(frameworks, index_url=request.pip_index_url,
                         pytorch_base=compat.load().torch_index_base, cuda=bool(request.cuda), rocm=bool(request.rocm),
                         find_links=request.pip_find_links, no_index=request.pip_offline)

@@ -32,6 +32,7 @@ from dlsetup.plan.compat import (
     Cuda,
     DriverBranch,
     MachineArch,
+    KerasRelease,
     OSEntry,
     RocmRelease,
     TensorflowRelease,
@@ -40,12 +41,18 @@ from dlsetup.plan.compat import (
     next_lines,
     vtuple,
 )
-from dlsetup.plan.request import FRAMEWORKS, Request
+from dlsetup.plan.request import FRAMEWORKS, Request, keras_backend, listen_is_loopback, venv_paths
 from dlsetup.storage import destruction, propose_layout, refusals
 
 #: the order in which playbooks/site.yml applies roles
-ROLE_ORDER = ("common", "storage", "nvidia_driver", "cuda_toolkit", "nvidia_container_toolkit", "rocm", "frameworks")
+ROLE_ORDER = ("common", "storage", "nvidia_driver", "cuda_toolkit", "nvidia_container_toolkit", "rocm", "frameworks",
+              "jupyter")
 REBOOT_REQUIRED_FILE = "/run/dlsetup/reboot-required"
+#: JupyterLab's own venv (the jupyter role's default)
+JUPYTER_VENV = "/opt/dlsetup/jupyter"
+#: kernel display names
+_TITLES = {"pytorch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX", "keras": "Keras 3",
+           "dlsetup": "dlsetup venv"}
 
 
 class PlanConflict(UsageError):
@@ -186,7 +193,10 @@ class _Planner:
         self.notes: List[str] = []
         self.roles: set[str] = {"common", "frameworks"}
         self.variables: Dict[str, Any] = {}
-        self.packages: List[str] = []
+        self.packages: List[str] = []  #: the requirements of the framework being resolved (its venv's)
+        #: framework -> its venv's requirements, in the order asked for
+        self.venv_packages: Dict[str, List[str]] = {}
+        self.keras_backend: Optional[str] = None  #: KERAS_BACKEND, when keras is planned
         self.extra_index_urls: List[str] = []
         self.torch: Optional[TorchRelease] = None
         self.torch_pick: Optional[_Release] = None
@@ -198,6 +208,7 @@ class _Planner:
         self.destroys: List[str] = []
         #: the host's machine architecture (resolve_os); x86_64 until then
         self.arch: MachineArch = data.machine_arch("x86_64") or MachineArch("x86_64", "x86_64", "amd64", True)
+        self.venvs: List[Dict[str, Any]] = []
 
     def decide(self, topic: str, choice: str, reason: str, rule: str, source: Optional[str] = None) -> None:
         """Record a decision; ``source`` defaults to the table its rule names, else to the rule itself
@@ -248,18 +259,22 @@ class _Planner:
                             tuple(g.compute_capability or a.cc_min for g, a in zip(nvidia_gpus, archs, strict=True)))
         #: a --rocm pin on an AMD host: the default torch is one with a build for that ROCm (or older)
         self.rocm_fit = self.request.rocm if amd_gpus and not nvidia_gpus and self.request.rocm else None
-        self.torch = self.torch_release(python) if "pytorch" in self.request.frameworks else None
+        self.keras_backend = self.resolve_keras_backend()
+        wants_torch = "pytorch" in self.request.frameworks or self.keras_backend == "torch"
+        self.torch = self.torch_release(python) if wants_torch else None
         nvidia = self.resolve_nvidia(nvidia_gpus, system) if nvidia_gpus else None
         rocm = self.resolve_rocm(amd_gpus, system) if amd_gpus and not nvidia else None
         if not nvidia and not rocm:
             self.decide("accelerator", "cpu", "no GPU usable for deep learning: CPU builds", "rule:cpu-only")
-        for framework in self.request.frameworks:
+        for framework in sorted(self.request.frameworks, key=lambda f: f == "keras"):  # keras reuses its backend's
+            self.packages = self.venv_packages.setdefault(framework, [])
             getattr(self, f"resolve_{framework}")(python, nvidia, rocm)
         self.resolve_container_toolkit(nvidia, system)
         reboot = self.resolve_reboot(nvidia)
         self.resolve_kernel_module(nvidia)
         self.resolve_common_and_frameworks(system, python, nvidia, rocm)
         self.resolve_storage()
+        self.resolve_jupyter()
         roles = tuple(r for r in ROLE_ORDER if r in self.roles)
         variables = {"dlsetup_roles": list(roles), "dlsetup_reboot_required_file": REBOOT_REQUIRED_FILE}
         variables.update(sorted(self.variables.items()))
@@ -283,6 +298,46 @@ class _Planner:
                 raise PlanConflict(f"{r.title} is not maintained ({r.why}): use {alts} instead")
             if name not in FRAMEWORKS:
                 raise PlanConflict(f"unknown framework {name!r}: use --framework {', '.join(FRAMEWORKS)}")
+        if self.request.keras_backend and "keras" not in self.request.frameworks:
+            raise PlanConflict(f"--keras-backend {self.request.keras_backend} applies to Keras: add --framework keras "
+                               "or drop --keras-backend")
+        self.check_jupyter()
+
+    def check_jupyter(self) -> None:
+        """The Jupyter options: never an open server. Off loopback only with TLS (the token is always on)."""
+        r = self.request
+        given = [o for o, v in (("--jupyter-user", r.jupyter_user), ("--jupyter-cert", r.jupyter_cert),
+                                ("--jupyter-key", r.jupyter_key), ("--jupyter-self-signed", r.jupyter_self_signed))
+                 if v]
+        if not r.jupyter:
+            if given:
+                raise PlanConflict(f"{given[0]} applies to JupyterLab: add --jupyter or drop {given[0]}")
+            return
+        if bool(r.jupyter_cert) != bool(r.jupyter_key):
+            raise PlanConflict("--jupyter-cert and --jupyter-key go together: give both, or --jupyter-self-signed")
+        if r.jupyter_cert and r.jupyter_self_signed:
+            raise PlanConflict("--jupyter-self-signed and --jupyter-cert both name the certificate: keep one")
+        tls = bool(r.jupyter_cert or r.jupyter_self_signed)
+        if not listen_is_loopback(r.jupyter_listen) and not tls:
+            raise PlanConflict(f"--jupyter-listen {r.jupyter_listen} is not loopback and has no TLS: anyone on the "
+                               "network would see the token; add --jupyter-self-signed or --jupyter-cert/--jupyter-key,"
+                               " or keep 127.0.0.1 and use ssh -L")
+
+    def resolve_keras_backend(self) -> Optional[str]:
+        backend = keras_backend(self.request)
+        if backend is None:
+            return None
+        if backend not in self.data.keras_backends:
+            raise PlanConflict(f"keras backend {backend!r} is unknown: use {', '.join(self.data.keras_backends)}")
+        if self.request.keras_backend:
+            why = "requested"
+        elif backend == "torch" and "pytorch" not in self.request.frameworks:
+            why = "no other framework planned: torch, whose builds cover CUDA, ROCm and the CPU"
+        else:
+            why = f"the other framework planned ({self.data.keras_backends[backend]}): the same accelerator build"
+        self.decide("keras backend", backend, f"{why}; KERAS_BACKEND={backend} in the Keras venv and its kernel",
+                    "rule:keras-backend", "table:keras" if not self.request.keras_backend else "request")
+        return backend
 
     def resolve_os(self) -> OSEntry:
         os_ = self.profile.os
@@ -836,6 +891,32 @@ class _Planner:
                             replace(pick, reason=f"{why}; Keras 3 comes with it; {pick.reason}"), requirement)
         self.packages.append(requirement)
 
+    def resolve_keras(self, python: str, nvidia: Optional[_Nvidia], rocm: Optional[str]) -> None:
+        """Keras 3 and its backend's accelerator build, in one venv: the backend's requirements as planned for
+        that framework (resolved here when it is not planned on its own)."""
+        backend = self.keras_backend
+        assert backend is not None  # resolved in run() when keras is requested
+        framework = self.data.keras_backends[backend]
+        keras_packages = self.packages
+        if framework in self.venv_packages:
+            keras_packages.extend(self.venv_packages[framework])
+        else:
+            getattr(self, f"resolve_{framework}")(python, nvidia, rocm)
+            self.packages = keras_packages
+        pick = self.framework_release("keras", self.data.keras, self.data.keras_default, None, python,
+                                      "--framework keras", "keras", self.keras_synth,
+                                      lambda row: backend in row.backends)
+        requirement = _pin("keras", pick.version, pick.exact)
+        build = next((p for p in keras_packages if p.split("[")[0].split("=")[0] in ("torch", "tensorflow", "jax")),
+                     framework)
+        self.decide_release("keras", "keras", replace(
+            pick, reason=f"Keras 3 on the {backend} backend ({build} beside it, KERAS_BACKEND={backend}); "
+                         f"{pick.reason}"), requirement)
+        keras_packages.append(requirement)
+
+    def keras_synth(self, line: str, python: str) -> KerasRelease:
+        return KerasRelease(f"{line}.0", (python,), unverified=True)
+
     def tf_synth(self, line: str, python: str) -> TensorflowRelease:
         base = max(self.data.tensorflow, key=lambda t: vtuple(t.version))
         return TensorflowRelease(f"{line}.0", (python,), base.cuda, base.cudnn, unverified=True)
@@ -1029,14 +1110,18 @@ class _Planner:
             self.decide("cuda toolkit", "none", "framework wheels bring their own CUDA runtime; --cuda X.Y "
                         "installs a toolkit", "rule:wheels-bring-cuda")
         venv_package = "python3-venv" if python == system.python else f"python{python}-venv"
+        self.venvs = self.plan_venvs()
         self.variables.update({
             # the frameworks role's own packages too, so that one apt transaction installs everything
             "common_extra_packages": [venv_package, "python3-packaging"],
             "common_hold_packages": [],
             "common_install_headers": "nvidia_driver" in self.roles or "rocm" in self.roles,
-            "frameworks_venv_path": r.venv_path,
+            # the venvs, each {name, path, packages, environment}: the role makes every one of them
+            "frameworks_venvs": self.venvs,
+            # the single-venv interface of the role, for reading: the first venv, every requirement planned
+            "frameworks_venv_path": self.venvs[0]["path"],
             "frameworks_python": "python3" if python == system.python else f"python{python}",
-            "frameworks_packages": list(self.packages),
+            "frameworks_packages": list(dict.fromkeys(p for v in self.venvs for p in v["packages"])),
             "frameworks_pip_index_url": r.pip_index_url or "",
             # vendor indexes are never extra indexes: frameworks_pip_vendor_indexes (add_index)
             "frameworks_pip_extra_index_urls": [],
@@ -1044,6 +1129,63 @@ class _Planner:
             "frameworks_pip_find_links": list(r.pip_find_links),
             "frameworks_pip_offline": r.pip_offline,
         })
+
+    def plan_venvs(self) -> List[Dict[str, Any]]:
+        """One venv per framework under the venv root (torch and TensorFlow bring different CUDA wheel sets;
+        upgrading one must not break the other), or the one shared venv with --shared-venv (or --venv)."""
+        r = self.request
+        environment = {"KERAS_BACKEND": self.keras_backend} if self.keras_backend else {}
+        if r.shared_venv:
+            packages = list(dict.fromkeys(p for f in r.frameworks for p in self.venv_packages.get(f, [])))
+            self.decide("venv", r.venv_path, "one venv for every framework, as asked (--shared-venv or --venv)",
+                        "rule:shared-venv", "request")
+            return [{"name": "dlsetup", "path": r.venv_path, "packages": packages, "environment": environment}]
+        venvs: List[Dict[str, Any]] = [{"name": f, "path": path, "packages": list(self.venv_packages.get(f, [])),
+                  "environment": environment if f == "keras" else {}}
+                 for f, path in zip(r.frameworks, venv_paths(r), strict=True)]
+        self.decide("venv", ", ".join(str(v["path"]) for v in venvs),
+                    "one venv per framework, each with its own accelerator build (--shared-venv keeps one)",
+                    "rule:venv-per-framework")
+        return venvs
+
+    def resolve_jupyter(self) -> None:
+        r = self.request
+        if not r.jupyter:
+            return
+        address, _, port = r.jupyter_listen.rpartition(":")
+        tls = "self-signed" if r.jupyter_self_signed else "given" if r.jupyter_cert else "none"
+        kernels = [{"name": v["name"], "venv": v["path"], "environment": v["environment"],
+                    "display_name": (f"{_TITLES.get(v['name'], v['name'])}"
+                                     + (f" ({v['environment']['KERAS_BACKEND']} backend)"
+                                        if "KERAS_BACKEND" in v["environment"] else ""))}
+                   for v in self.venvs]
+        with_torch = next((v["name"] for v in self.venvs
+                           if any(p.split("=")[0].split("[")[0] == "torch" for p in v["packages"])), None)
+        if with_torch is None:
+            self.notes.append("jupyter: the starter notebooks train with torch and no venv has it: they are not "
+                              "copied (add --framework pytorch)")
+        self.roles.add("jupyter")
+        self.variables.update({
+            "jupyter_notebooks_dir": "dlsetup-notebooks" if with_torch else "",
+            "jupyter_notebooks_kernel": with_torch or "",
+            "jupyter_venv_path": JUPYTER_VENV,
+            "jupyter_python": self.variables.get("frameworks_python", "python3"),
+            "jupyter_kernels": kernels,
+            "jupyter_user": r.jupyter_user or "",
+            "jupyter_listen_address": address.strip("[]"),
+            "jupyter_port": int(port),
+            "jupyter_tls": tls,
+            "jupyter_tls_cert": r.jupyter_cert or "",
+            "jupyter_tls_key": r.jupyter_key or "",
+            "jupyter_pip_index_url": r.pip_index_url or "",
+            "jupyter_pip_find_links": list(r.pip_find_links),
+            "jupyter_pip_offline": r.pip_offline,
+        })
+        where = "loopback only: reach it with ssh -L" if listen_is_loopback(r.jupyter_listen) else (
+            f"TLS ({'a certificate generated on the host' if tls == 'self-signed' else 'the certificate given'})")
+        self.decide("jupyter", f"JupyterLab on {r.jupyter_listen}",
+                    f"its own venv ({JUPYTER_VENV}), a kernel per framework venv "
+                    f"({', '.join(k['name'] for k in kernels)}), a token always; {where}", "rule:jupyter")
 
     def repository(self, name: str, system: OSEntry, **fields: str) -> Dict[str, str]:
         repo = self.data.repositories[name]

@@ -17,7 +17,12 @@ from dlsetup.paths import quote
 from dlsetup.storage import FILESYSTEMS, LEVELS, StorageRequest, array_request, storage_request
 
 DEFAULT_VENV = "/opt/dlsetup/venv"
-FRAMEWORKS = ("pytorch", "tensorflow", "jax")
+#: one venv per framework by default, each under this root: /opt/dlsetup/venvs/pytorch, .../keras
+DEFAULT_VENV_ROOT = "/opt/dlsetup/venvs"
+FRAMEWORKS = ("pytorch", "tensorflow", "jax", "keras")
+KERAS_BACKENDS = ("jax", "tensorflow", "torch")
+#: JupyterLab listens here unless --jupyter-listen says otherwise (loopback: reach it with ssh -L)
+DEFAULT_JUPYTER_LISTEN = "127.0.0.1:8888"
 RUNTIMES = ("docker", "podman", "containerd")
 
 _X_Y = re.compile(r"^\d+\.\d+$")
@@ -45,6 +50,15 @@ class Request:
     storage: Optional[StorageRequest] = None  #: arrays for datasets and checkpoints; none: no storage role
     offline: bool = False  #: plan from the shipped tables only: do not ask the package indexes
     hold_kernel: bool = False  #: hold the kernel meta packages (only when asked: kernels keep their updates)
+    keras_backend: Optional[str] = None  #: "jax", "tensorflow" or "torch"; none: the other framework, else torch
+    shared_venv: bool = False  #: one venv (venv_path) for every framework; else one per framework under venv_root
+    venv_root: str = DEFAULT_VENV_ROOT
+    jupyter: bool = False  #: JupyterLab in its own venv, a kernel per framework venv, a systemd service
+    jupyter_user: Optional[str] = None  #: who the service runs as; none: the invoking user
+    jupyter_listen: str = DEFAULT_JUPYTER_LISTEN  #: "ADDR:PORT"; not loopback only with TLS
+    jupyter_cert: Optional[str] = None  #: TLS certificate on the host (with jupyter_key)
+    jupyter_key: Optional[str] = None
+    jupyter_self_signed: bool = False  #: TLS with a certificate generated on the host
 
 
 #: option -> (pattern it must match, example) for the version-like options
@@ -58,6 +72,8 @@ _FORMATS = {
 }
 _FIELDS = {f.name for f in dataclasses.fields(Request)}
 _ALIASES = {"framework": "frameworks", "venv": "venv_path", "pip_find_link": "pip_find_links"}
+#: a user name as useradd takes it (Debian's NAME_REGEX, which also admits capitals)
+_USER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.-]{0,31}$")
 #: CLI-only: --destroy-data, folded into the storage request (the config file says storage: destroy_data)
 _DESTROY = "destroy_data"
 
@@ -144,12 +160,27 @@ def _normalise(name: str, value: Any) -> Any:
         if name == "pip_find_links":
             value = tuple(paths.find_links(v) for v in value)
         return value
-    if name in ("container_toolkit", "pip_offline", "offline", "hold_kernel"):
+    if name in ("container_toolkit", "pip_offline", "offline", "hold_kernel", "shared_venv", "jupyter",
+                "jupyter_self_signed"):
         if not isinstance(value, bool):
             raise UsageError(f"{name}: expected true or false, got {quote(value)}")
         return value
-    if name == "venv_path":
+    if name in ("venv_path", "venv_root"):
         return paths.venv_path(value)
+    if name in ("jupyter_cert", "jupyter_key"):
+        if not isinstance(value, str) or not value.startswith("/") or any(c in value for c in "\n\t\x00"):
+            raise UsageError(f"{name}: expected an absolute path on the host, got {quote(value)}")
+        return value
+    if name == "keras_backend":
+        if not isinstance(value, str) or value.strip().lower() not in KERAS_BACKENDS:
+            raise UsageError(f"keras backend {quote(value)} is unknown: use {', '.join(KERAS_BACKENDS)}")
+        return value.strip().lower()
+    if name == "jupyter_user":
+        if not isinstance(value, str) or not _USER.match(value):
+            raise UsageError(f"jupyter user {quote(value)} is not a user name")
+        return value
+    if name == "jupyter_listen":
+        return jupyter_listen(value)
     if name == "pip_index_url":
         return paths.index_url(value)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -160,6 +191,47 @@ def _normalise(name: str, value: Any) -> Any:
         if not pattern.match(text):
             raise UsageError(f"{name} {quote(text)} is not a version like {example!r} (quote it in YAML)")
     return text
+
+
+def keras_backend(request: Request) -> Optional[str]:
+    """The Keras backend a request plans (None without keras): the one asked for, else the other framework
+    planned (the first of them), else torch."""
+    if "keras" not in request.frameworks:
+        return None
+    if request.keras_backend:
+        return request.keras_backend
+    others = {"pytorch": "torch", "tensorflow": "tensorflow", "jax": "jax"}
+    return next((others[f] for f in request.frameworks if f in others), "torch")
+
+
+def venv_paths(request: Request) -> Tuple[str, ...]:
+    """The framework venvs a request plans: the one shared venv, or one per framework under the venv root."""
+    if request.shared_venv:
+        return (request.venv_path,)
+    return tuple(f"{request.venv_root}/{f}" for f in request.frameworks)
+
+
+def jupyter_listen(value: Any) -> str:
+    """``ADDR:PORT`` (``[v6]:PORT`` for IPv6): the address a literal IP, the port 1-65535."""
+    import ipaddress
+
+    text = value if isinstance(value, str) else ""
+    addr, sep, port = text.rpartition(":")
+    host = addr[1:-1] if addr.startswith("[") and addr.endswith("]") else addr
+    try:
+        ip = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        ip, number = None, 0
+    if not sep or ip is None or not 0 < number < 65536 or (ip.version == 6 and not addr.startswith("[")):
+        raise UsageError(f"--jupyter-listen {quote(value)} is not ADDR:PORT (e.g. 127.0.0.1:8888 or [::1]:8888)")
+    return f"[{ip}]:{number}" if ip.version == 6 else f"{ip}:{number}"
+
+
+def listen_is_loopback(listen: str) -> bool:
+    import ipaddress
+
+    return ipaddress.ip_address(listen.rpartition(":")[0].strip("[]")).is_loopback
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -240,6 +312,8 @@ def load_request(config: Optional[Path] = None, **cli_values: Any) -> Request:
             if value is None:
                 continue
             values[name] = _storage(value, from_file) if name == "storage" else _normalise(name, value)
+    if "venv_path" in values and "venv_root" not in values:
+        values.setdefault("shared_venv", True)  # --venv PATH names the one venv, as before
     if destroy:
         if "storage" not in values:
             raise UsageError("--destroy-data applies to a storage layout: add --storage or a storage: section")

@@ -51,12 +51,14 @@ def read_installed(host: Host, venv: Optional[str]) -> Dict[str, Any]:
     """``{"packages": {name: [status, version]} | None, "reboot": [marker, ...], "venv": {...} | None}``.
 
     ``packages`` is None when dpkg could not be asked; ``venv`` None when no venv was named, else
-    ``{"path", "exists", "python", "packages", "torch_cuda", "torch_hip"}``."""
+    ``{"path", "exists", "python", "packages", "torch_cuda", "torch_hip"}``. Several venvs, joined by ":",
+    are each read into ``venvs`` (path -> the same), ``venv`` being the first."""
     if host.is_live:
         host.start([("dpkg-query-status", COMMANDS["dpkg-query-status"])])
     facts: Dict[str, Any] = {"packages": None, "reboot": [m for m in REBOOT_MARKERS if host.exists(m)], "venv": None}
     if venv:
-        facts["venv"] = read_venv(host, venv)
+        facts["venvs"] = {path: read_venv(host, path) for path in dict.fromkeys(venv.split(":")) if path}
+        facts["venv"] = next(iter(facts["venvs"].values()), None)
     facts["packages"] = parse_dpkg_status(host.run("dpkg-query-status", COMMANDS["dpkg-query-status"]))
     return facts
 
