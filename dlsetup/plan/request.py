@@ -44,6 +44,8 @@ class Request:
     venv_path: str = DEFAULT_VENV
     storage: Optional[StorageRequest] = None  #: arrays for datasets and checkpoints; none: no storage role
     offline: bool = False  #: plan from the shipped tables only: do not ask the package indexes
+    mirror: Optional[str] = None  #: provision from this dlsetup mirror (a folder or an http(s) URL)
+    mirror_fingerprint: Optional[str] = None  #: the mirror key's pinned fingerprint (40 or 64 hex digits)
 
 
 #: option -> (pattern it must match, example) for the version-like options
@@ -151,6 +153,11 @@ def _normalise(name: str, value: Any) -> Any:
         return paths.venv_path(value)
     if name == "pip_index_url":
         return paths.index_url(value)
+    if name == "mirror_fingerprint" and not (isinstance(value, str) and re.fullmatch(
+            r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}", "".join(value.split()))):
+        raise UsageError(f"mirror_fingerprint: expected 40 or 64 hex digits, got {quote(value)}")
+    if name == "mirror" and (not isinstance(value, str) or not value.strip() or any(c in value for c in "\n\t\0")):
+        raise UsageError(f"mirror: expected a folder or an http(s) URL, got {quote(value)}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise UsageError(f"{name}: expected a string, got {quote(value)}")
     text = str(value).strip()
