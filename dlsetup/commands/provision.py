@@ -50,9 +50,15 @@ PROBE_TASK = "dlsetup remote probe"
 @click.option("--reboot", is_flag=True,
               help="Reboot the remote hosts that need it and go on; never the machine running dlsetup.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON summary per host.")
+@click.option("--mirror", help="Take every package and wheel from this dlsetup mirror (a folder or an http(s) URL).")
+@click.option("--mirror-fingerprint", help="The mirror key's fingerprint (default: this machine's mirror key, "
+                                           "else the one the mirror folder records).")
+@click.option("--no-cache", is_flag=True,
+              help="A fleet run without --mirror: each host downloads for itself (no controller-side cache).")
 def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: bool, yes: bool, check: bool,
               diff: bool, tags: Tuple[str, ...], skip_tags: Tuple[str, ...], extra_vars: Tuple[str, ...],
-              become: Optional[bool], reboot: bool, as_json: bool, config: Optional[Path], **options: Any) -> None:
+              become: Optional[bool], reboot: bool, as_json: bool, config: Optional[Path], no_cache: bool,
+              **options: Any) -> None:
     """Install the planned driver / CUDA or ROCm / framework stack, on this machine or a fleet.
 
     Host keys are checked: accept a new host's key deliberately first (ssh-keyscan HOST >> ~/.ssh/known_hosts
@@ -103,10 +109,15 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
         run_options = RunOptions(check=check, diff=diff, tags=tags, skip_tags=skip_tags,
                                  limit=",".join(plans) if failures else limit, extra_vars=checked_vars,
                                  become=become)
-        result = run_playbooks(playbooks, targets.sources, hosts=list(plans),
-                               host_vars=_host_vars(plans, roots, targets.connection_vars(), become, reboot),
-                               options=run_options, reboot_task=REBOOT_TASK, console=Console(stderr=True),
-                               documents={"plans.json": {name: plan.to_dict() for name, plan in plans.items()}})
+        from dlsetup.mirror.workflow import cache_folder, choose, mirror_for_run
+
+        mirror = choose(request, len(plans), no_cache, cache_folder(cache_dir(), targets.sources))
+        with mirror_for_run(mirror, plans, Console(stderr=True)) as add_mirror:  # checked before any change
+            result = run_playbooks(playbooks, targets.sources, hosts=list(plans),
+                                   host_vars=add_mirror(_host_vars(plans, roots, targets.connection_vars(), become,
+                                                                   reboot)),
+                                   options=run_options, reboot_task=REBOOT_TASK, console=Console(stderr=True),
+                                   documents={"plans.json": {name: plan.to_dict() for name, plan in plans.items()}})
         if result.error:
             raise DlsetupError(f"ansible-playbook could not run: {result.error} (run record: {result.record})",
                                EXIT_FAILED)

@@ -159,10 +159,13 @@ class Apt:
 
     def uris(self, packages: Sequence[str]) -> List[Tuple[str, str, int, str]]:
         """(url, file name, size, hash) of every .deb the ``packages`` need on an empty system."""
-        done = self.run("install", "-y", "--print-uris", *packages)
+        empty = self.work / "uris"  # apt leaves out what its archives folder holds: ask with an empty one
+        shutil.rmtree(empty, ignore_errors=True)
+        (empty / "partial").mkdir(parents=True)
+        done = self.run("install", "-y", "--print-uris", "-o", f"Dir::Cache::archives={empty}", *packages)
         found = []
         for line in done.stdout.splitlines():
-            match = re.match(r"^'([^']+)' (\S+) (\d+) (\S+)", line)
+            match = re.match(r"^'([^']+)' (\S+) (\d+) ?(\S*)", line)
             if match:
                 found.append((match.group(1), match.group(2), int(match.group(3)), match.group(4)))
         return found
