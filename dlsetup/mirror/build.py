@@ -28,7 +28,7 @@ import tempfile
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 from dlsetup.errors import UsageError
 from dlsetup.mirror import keys
@@ -96,13 +96,13 @@ def distribution_sources(distro: str, codename: str, apt: Path = Path("/etc/apt"
             words = line.split("#", 1)[0].split()
             if words[:1] != ["deb"]:
                 continue
-            options = []
+            bracket: List[str] = []
             while len(words) > 1 and words[1].startswith("["):
-                options.append(words.pop(1))
-                while not options[-1].endswith("]") and len(words) > 1:
-                    options[-1] += " " + words.pop(1)
+                bracket.append(words.pop(1))
+                while not bracket[-1].endswith("]") and len(words) > 1:
+                    bracket[-1] += " " + words.pop(1)
             if len(words) >= 3:
-                entries.append(" ".join(["deb", *options, words[1], suite(words[2]), *words[3:]]))
+                entries.append(" ".join(["deb", *bracket, words[1], suite(words[2]), *words[3:]]))
     if not entries:
         raise UsageError(f"no deb source in this machine's apt sources ({apt}) to fetch {distro} {codename} from")
     return list(dict.fromkeys(entries))
@@ -201,7 +201,7 @@ def fetch_apt(dest: Path, key: str, contents: Sequence[Contents], signing: Path,
     pool.mkdir(parents=True, exist_ok=True)
     origins = {}
     names = {name for _, name, _, _ in needed}
-    for url, name, size, _ in needed:
+    for url, name, _size, _ in needed:
         origins[f"apt/{key}/pool/{name}"] = url
     for old in pool.glob("*.deb"):
         if old.name not in names:
@@ -357,9 +357,6 @@ def build(dest: Path, contents: Sequence[Contents], progress: Any = None) -> Dic
     dest.mkdir(parents=True, exist_ok=True)
     (dest / ".cache").mkdir(exist_ok=True)
     signing = keys.signing_home()
-    fingerprint = keys.signing_fingerprint(signing)
-    (dest / KEY).write_text(keys.export(signing), encoding="utf-8")
-    (dest / FINGERPRINT).write_text(fingerprint + "\n", encoding="utf-8")
     origins: Dict[str, str] = {}
     serves: Dict[str, set] = {}
     apt_sets: Dict[str, Any] = {}
@@ -395,6 +392,18 @@ def build(dest: Path, contents: Sequence[Contents], progress: Any = None) -> Dic
     for wheel in (dest / "wheels").glob("*") if (dest / "wheels").is_dir() else ():
         if wheel.name not in used:
             wheel.unlink()
+    return seal(dest, signing, contents, apt_sets, wheel_sets, origins, serves)
+
+
+def seal(dest: Path, signing: Path, contents: Sequence[Contents], apt_sets: Mapping[str, Any],
+         wheel_sets: Mapping[str, Any], origins: Mapping[str, str], serves: Mapping[str, Iterable[str]]
+         ) -> Dict[str, Any]:
+    """Write the key, the simple index over ``dest/wheels`` and the signed manifest of what ``dest`` holds
+    (the apt repositories are written and signed already, :func:`write_repository`); returns the manifest."""
+    fingerprint = keys.signing_fingerprint(signing)
+    (dest / KEY).write_text(keys.export(signing), encoding="utf-8")
+    (dest / FINGERPRINT).write_text(fingerprint + "\n", encoding="utf-8")
+    (dest / "wheels").mkdir(exist_ok=True)
     write_simple_index(dest)
     every = {item.host for item in contents}
     files: Dict[str, Any] = {}

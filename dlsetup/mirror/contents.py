@@ -129,7 +129,8 @@ def plan_contents(host: str, plan: Any, os_id: str, os_version: str, codename: s
     for role, prefix in REPO_PREFIXES.items():
         if role in plan.roles and variables.get(f"{prefix}_url"):
             repo = Repo(str(variables[f"{prefix}_url"]), str(variables.get(f"{prefix}_suite", "/")),
-                        str(variables.get(f"{prefix}_key_url", "")), str(variables.get(f"{prefix}_key_fingerprint", "")))
+                        str(variables.get(f"{prefix}_key_url", "")),
+                        str(variables.get(f"{prefix}_key_fingerprint", "")))
             if repo not in repos:
                 repos.append(repo)
     wheels = None

@@ -34,15 +34,21 @@ def key_rules() -> ModuleType:
 
 
 def gpg(args: Sequence[str], home: Path, agent: bool = False, **kwargs: object) -> subprocess.CompletedProcess:
-    """gpg in ``home``; with ``agent`` (secret key operations) its agent is stopped again afterwards."""
+    """gpg in ``home``; with ``agent`` (secret key operations) its agent runs for this call only, its
+    sockets under a short link to ``home`` (a socket path has at most 107 bytes)."""
     if shutil.which("gpg") is None:
         raise UsageError("gpg is not installed on this machine (apt-get install gpg)")
-    try:
-        return subprocess.run(["gpg", "--homedir", str(home), "--batch", *([] if agent else ["--no-autostart"]),
-                               *args], capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
-    finally:
-        if agent:
-            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True)
+    if not agent:
+        return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--no-autostart", *args],
+                              capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    with tempfile.TemporaryDirectory(prefix="dlg") as short:
+        link = Path(short) / "h"
+        link.symlink_to(home.resolve())
+        try:
+            return subprocess.run(["gpg", "--homedir", str(link), "--batch", *args], capture_output=True, text=True,
+                                  **kwargs)  # type: ignore[call-overload]
+        finally:
+            subprocess.run(["gpgconf", "--homedir", str(link), "--kill", "gpg-agent"], capture_output=True)
 
 
 def data_dir() -> Path:
