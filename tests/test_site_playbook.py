@@ -55,4 +55,6 @@ def test_site_playbook_applies_the_roles_in_the_planner_order() -> None:
 
     (play,) = yaml.safe_load((REPO / "playbooks" / "site.yml").read_text())
     assert tuple(play["vars"]["__site_role_order"]) == ROLE_ORDER
-    assert {p.name for p in (REPO / "roles").iterdir() if (p / "tasks").is_dir()} == {*ROLE_ORDER, "signed_apt_repo"}
+    # besides the planned roles: signed_apt_repo (theirs) and mirror_sources (the site play's, with --mirror)
+    assert {p.name for p in (REPO / "roles").iterdir() if (p / "tasks").is_dir()} == {*ROLE_ORDER, "signed_apt_repo",
+                                                                                      "mirror_sources"}

@@ -132,6 +132,19 @@ def choose(request: Any, hosts: int, no_cache: bool, cache: Path) -> MirrorRun:
     return MirrorRun(None)
 
 
+def _cache_covers(root: Path, contents: Mapping[str, Any]) -> bool:
+    """Whether the controller's cache holds everything the plans install already (nothing to fetch)."""
+    from dlsetup.mirror.verify import MirrorRefused, check_covers, verify
+
+    if not (root / "manifest.json").is_file():
+        return False
+    try:
+        check_covers(verify(root), list(contents.values()))
+    except MirrorRefused:
+        return False
+    return True
+
+
 def cache_folder(cache_dir: Path, sources: Sequence[str]) -> Path:
     """The controller's mirror cache of one inventory."""
     key = hashlib.sha256("\0".join(str(Path(s).absolute()) for s in sources).encode()).hexdigest()[:16]
@@ -151,10 +164,15 @@ def mirror_for_run(run: MirrorRun, plans: Mapping[str, Any], console: Any
     from dlsetup.mirror import use
 
     contents = contents_for(plans)
-    if run.cached:
+    if run.cached and not _cache_covers(Path(str(run.source)), contents):
         console.print(f"fleet of {len(plans)} hosts: fetching each package and wheel once, into {run.source} "
                       "(--no-cache: each host downloads for itself)")
-        build_mirror(Path(run.source), plans, console)
+        try:
+            build_mirror(Path(str(run.source)), plans, console)
+        except UsageError as err:
+            console.print(f"[yellow]warning:[/] no controller-side cache, each host downloads for itself: {err}")
+            yield lambda host_vars: host_vars
+            return
     with progress_bar(console) as progress:
         mirror, local = use.prepare(run.source, run.fingerprint, list(contents.values()), progress)
     if not local:
