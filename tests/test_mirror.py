@@ -238,3 +238,34 @@ def test_provision_refuses_a_tampered_or_short_mirror_before_any_run(mirror: Pat
     assert tampered.returncode == 2 and "tool-a_1.0_all.deb was changed" in tampered.stderr, tampered.stderr[-2000:]
     runs = state / "dlsetup" / "runs"
     assert not [p.name for p in runs.iterdir() if "site" in p.name] if runs.is_dir() else runs.parent.exists() or True
+
+
+def test_a_mirror_on_a_web_server_is_checked_through_its_signed_parts(mirror: Path) -> None:
+    from dlsetup.mirror import use
+
+    with use.serve(mirror, 0) as url:
+        checked, local = use.prepare(url, None, [CONTENTS])
+        assert not local and checked.fingerprint == (mirror / "key.fingerprint").read_text().strip()
+        variables = use.host_variables(checked, url, CONTENTS)
+        assert variables["mirror_sources_url"] == f"{url}apt/debian-12-amd64/"
+        assert variables["frameworks_pip_index_url"] == f"{url}simple/" and not variables["frameworks_pip_find_links"]
+        assert variables["nvidia_driver_repo_key_fingerprint"] == checked.fingerprint
+        page = mirror / "simple" / "demo" / "index.html"
+        page.write_text(page.read_text().replace("#sha256=", "#sha256=0"))  # a link to another file's hash
+        with pytest.raises(MirrorRefused, match="simple/demo/index.html was changed"):
+            use.prepare(url, None, [CONTENTS])
+
+
+def test_which_runs_use_a_mirror(tmp_path: Path) -> None:
+    from dlsetup.mirror.workflow import choose
+
+    cache = tmp_path / "cache"
+    plain = load_request(None)
+    assert choose(plain, 1, False, cache).source is None  # one host: as before
+    fleet = choose(plain, 2, False, cache)
+    assert fleet.source == str(cache) and fleet.cached
+    assert choose(plain, 8, True, cache).source is None  # --no-cache
+    given = choose(load_request(None, mirror="/srv/mirror", mirror_fingerprint="AB" * 20), 8, False, cache)
+    assert (given.source, given.fingerprint, given.cached) == ("/srv/mirror", "AB" * 20, False)
+    with pytest.raises(UsageError, match="mirror_fingerprint: expected 40 or 64 hex digits"):
+        load_request(None, mirror_fingerprint="1234")
