@@ -20,7 +20,7 @@ import pytest
 
 from conftest import REPO, missing_tool
 from lab import rootfs
-from lab.fixtures import lab_root, lab_wheels  # noqa: F401 - pytest fixtures
+from lab.fixtures import lab_root, lab_wheels, vendor_mirror  # noqa: F401 - pytest fixtures
 from lab.fleet import Fleet
 
 pytestmark = pytest.mark.lab
@@ -125,3 +125,46 @@ def test_fleet_without_mirror_fetches_once_through_the_controller_cache(lab_root
         for host in fleet.hosts:
             wheel = list((host.upper / "opt/dlsetup/venv/lib").glob("python3*/site-packages/torch/version.py"))
             assert wheel and "2.13.0+cpu" in wheel[0].read_text()
+
+
+class _DriverPlan:
+    """The parts of a plan the mirror reads: the NVIDIA driver role, its repository at the stand-ins."""
+
+    roles = ("nvidia_driver",)
+    decisions = ()
+
+    def __init__(self, url: str, fingerprint: str):
+        self.variables = {"nvidia_driver_branch": "580", "nvidia_driver_open_modules": True,
+                          "nvidia_driver_install_type": "desktop", "nvidia_driver_repo_url": url,
+                          "nvidia_driver_repo_suite": "/", "nvidia_driver_repo_key_url": f"{url}../../key.asc",
+                          "nvidia_driver_repo_key_fingerprint": fingerprint}
+
+
+def test_mirror_carries_vendor_packages_under_the_pinned_key(vendor_mirror, tmp_path: Path,  # noqa: F811
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVIDIA's repository (the lab's stand-in) through the mirror: its key checked against the pinned
+    fingerprint, the driver packages the role would choose in the mirror's signed repository; another
+    fingerprint pinned refuses the key before anything is fetched."""
+    from dlsetup.errors import UsageError
+    from dlsetup.mirror import build
+    from dlsetup.mirror.contents import plan_contents
+    from dlsetup.mirror.roles import role_data
+    from dlsetup.mirror.verify import check_covers, verify
+    from lab.mirror import WRONG_FINGERPRINT
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    url = f"{vendor_mirror.url}/nvidia/debian12/"
+    contents = plan_contents("gpu", _DriverPlan(url, vendor_mirror.mirror.fingerprint), "debian", "12", "bookworm",
+                             "x86_64", "6.1.0-30-amd64", role_data("debian", "12"))
+    assert contents.alternatives[0][:2] == ("nvidia-driver-pinning-580", "nvidia-open")
+    build.build(tmp_path / "m", [contents])
+    checked = verify(tmp_path / "m")
+    check_covers(checked, [contents])
+    names = set(checked.available()["debian-12-amd64"])
+    assert {"nvidia-driver-pinning-580", "nvidia-open"} <= names
+    origins = {entry["origin"] for entry in checked.manifest["files"].values()}
+    assert any(origin.startswith(url) for origin in origins)
+    wrong = plan_contents("gpu", _DriverPlan(url, WRONG_FINGERPRINT), "debian", "12", "bookworm", "x86_64",
+                          "6.1.0-30-amd64", role_data("debian", "12"))
+    with pytest.raises(UsageError, match=f"refusing the signing key .* but {WRONG_FINGERPRINT} is pinned"):
+        build.build(tmp_path / "m2", [wrong])
