@@ -80,28 +80,28 @@ def scenario(work: Path, hosts: int, cache: bool, index_root: Path) -> Dict[str,
     """Provision a fresh fleet of ``hosts`` once; bytes the outside server sent, requests, wall time."""
     fleet = Fleet(work / f"fleet-{hosts}-{'cache' if cache else 'nocache'}", hosts)
     counter = Counter()
-    server = http.server.ThreadingHTTPServer((fleet.gateway, 0), functools.partial(_handler(counter),
-                                                                                  directory=str(index_root)))
-    port = server.server_address[1]
     fleet.files = {h.name: {"/etc/pip.conf": f"[global]\ntrusted-host = {fleet.gateway}\n"} for h in fleet.hosts}
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     home = Path(tempfile.mkdtemp(dir=work, prefix="home-"))
     env = {**os.environ, "XDG_CACHE_HOME": str(home / "cache"), "XDG_STATE_HOME": str(home / "state"),
            "XDG_DATA_HOME": str(home / "data"), "PIP_TRUSTED_HOST": fleet.gateway,
            "DLSETUP_MIRROR_PORT": str(20000 + os.getpid() % 20000)}
-    try:
-        with fleet:
+    with fleet:  # the bridge, and with it the address the outside server listens on, exists from here
+        server = http.server.ThreadingHTTPServer((fleet.gateway, 0), functools.partial(
+            _handler(counter), directory=str(index_root)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
             inventory = fleet.inventory(work / f"hosts-{hosts}-{cache}.yml")
             args = [sys.executable, "-m", "dlsetup", "provision", "-i", str(inventory), "--yes", "--json",
-                    "--pip-index-url", f"http://{fleet.gateway}:{port}/simple/"] + ([] if cache else ["--no-cache"])
+                    "--pip-index-url", f"http://{fleet.gateway}:{server.server_address[1]}/simple/"] + (
+                        [] if cache else ["--no-cache"])
             start = time.monotonic()
             run = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=3600)
             wall = time.monotonic() - start
             if run.returncode != 0:
                 raise SystemExit(f"provision of {hosts} host(s) failed: {run.stderr[-2000:]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+        finally:
+            server.shutdown()
+            server.server_close()
     return {"hosts": hosts, "cache": cache, "outside_bytes": counter.bytes, "requests": counter.requests,
             "wall_s": round(wall, 1)}
 

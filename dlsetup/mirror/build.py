@@ -11,7 +11,8 @@ repositories, each with its key checked against the pinned fingerprint and trust
 only (signed-by). The closure is resolved against an empty system: every package a plan needs, down to
 libc6, is in the mirror, so a host with any base of that release installs from it. Wheels come from
 ``pip download`` for each host's Python and platform, from the plan's index settings. A re-run downloads
-only what is not there yet, and drops what no plan needs any more.
+only what is not there yet (a wheel set the mirror's wheels satisfy already is not fetched again), and
+drops what no plan needs any more.
 """
 
 from __future__ import annotations
@@ -300,8 +301,13 @@ def fetch_wheels(dest: Path, wheels: WheelSet, progress: Any = None) -> Dict[str
             args = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
                     "--only-binary=:all:", "--python-version", wheels.python,
                     *[f"--platform={name}" for name in platforms(wheels.platform)],
-                    "--implementation", "cp", "--dest", scratch, "--find-links", str(store), *options, *requirements]
-            done = subprocess.run(args, capture_output=True, text=True)
+                    "--implementation", "cp", "--dest", scratch, "--find-links", str(store)]
+            # the mirror's own wheels first: what they satisfy already is not downloaded again
+            done = subprocess.run([*args, "--no-index", *requirements], capture_output=True, text=True)
+            if done.returncode != 0:
+                for path in Path(scratch).iterdir():
+                    path.unlink()
+                done = subprocess.run([*args, *options, *requirements], capture_output=True, text=True)
             if done.returncode != 0:
                 last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["pip failed"]
                 raise UsageError(f"pip download for the mirror ({wheels.key}: {' '.join(requirements)}) failed: "
@@ -376,10 +382,13 @@ def build(dest: Path, contents: Sequence[Contents], progress: Any = None) -> Dic
         if stale.name not in apt_sets:
             shutil.rmtree(stale)
     wheel_sets: Dict[str, Any] = {}
+    fetched_sets: Dict[WheelSet, Dict[str, str]] = {}  # hosts with the same wheels: one pip download
     for item in contents:
         if item.wheels is None:
             continue
-        files = fetch_wheels(dest, item.wheels, progress)
+        if item.wheels not in fetched_sets:
+            fetched_sets[item.wheels] = fetch_wheels(dest, item.wheels, progress)
+        files = fetched_sets[item.wheels]
         entry = wheel_sets.setdefault(item.wheels.key, {"python": item.wheels.python,
                                                         "platform": item.wheels.platform,
                                                         "requirements": [], "files": []})
