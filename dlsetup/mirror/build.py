@@ -192,9 +192,12 @@ def fetch_apt(dest: Path, key: str, contents: Sequence[Contents], signing: Path,
     wanted: List[str] = []
     for item in contents:
         wanted += item.packages
-        for option in item.alternatives:  # each driver naming the repository carries
-            if apt.resolves(option):
-                wanted += option
+        carried = [option for option in item.alternatives if apt.resolves(option)]  # each naming the repo has
+        if item.alternatives and not carried:
+            raise UsageError(f"{item.host}: the repositories carry none of "
+                             + " or ".join(" ".join(option) for option in item.alternatives))
+        for option in carried:
+            wanted += option
     wanted = list(dict.fromkeys(wanted))
     needed = apt.uris(wanted) if wanted else []
     repo_dir = dest / "apt" / key
