@@ -1,14 +1,17 @@
 """Bytes from outside the fleet on a first provision: 1 host, and N hosts (default 8) with and without the
 controller-side cache (a mirror built on the fly, tests/lab/fleet.py's namespace hosts, real SSH).
 
-"Outside" is a counting HTTP server on the fleet's bridge address standing in for the internet: it serves
-the lab's wheelhouse (the local CPU torch wheel and its dependencies) as a PEP 503 index, and every byte it
-sends is counted. Each scenario provisions a fresh fleet with the CPU plan (``--pip-index-url`` that
-server): without the cache every host downloads the wheels from it, with the cache the controller fetches
-them once into its mirror and the hosts take them from there, through their SSH connections. (The fleet
-root already holds the distribution packages of the CPU plan, so apt fetches nothing in either case.)
-Reported per scenario: bytes from outside, requests, wall time; then the ratios. The last line is one JSON
-object with ``outside_bytes_ratio`` (bytes from outside at N hosts with the cache, divided by one host's).
+"Outside" is a counting HTTP server on the fleet's bridge address standing in for the internet: it serves the
+lab's wheelhouse (the local CPU torch wheel and its dependencies) as a PEP 503 index, and every byte it sends
+is counted, and so are the .deb packages the controller fetches from the distribution's archive into its cache
+(the sizes of the cache mirror's apt pool). Each scenario provisions a fresh fleet with the CPU plan (``--pip-
+index-url`` that server): without the cache every host downloads the wheels from it, with the cache the
+controller fetches them once into its mirror and the hosts take them from there, through their SSH
+connections. (The fleet root already holds the distribution packages of the CPU plan, so the hosts' apt
+fetches nothing; the cache still holds the plan's whole apt closure, fetched once by the controller, and that
+counts.) Reported per scenario: bytes from outside, requests, wall time; then the ratios. The last line is one
+JSON object with ``outside_bytes_ratio`` (bytes from outside at N hosts with the cache, divided by one
+host's).
 Needs root. Usage: ``.venv/bin/python benchmarks/fleet_download.py [--hosts 8]``.
 """
 
@@ -102,8 +105,20 @@ def scenario(work: Path, hosts: int, cache: bool, index_root: Path) -> Dict[str,
         finally:
             server.shutdown()
             server.server_close()
-    return {"hosts": hosts, "cache": cache, "outside_bytes": counter.bytes, "requests": counter.requests,
+    controller_apt = _controller_apt_bytes(home / "cache" / "dlsetup" / "mirror")
+    return {"hosts": hosts, "cache": cache, "outside_bytes": counter.bytes + controller_apt,
+            "index_bytes": counter.bytes, "controller_apt_bytes": controller_apt, "requests": counter.requests,
             "wall_s": round(wall, 1)}
+
+
+def _controller_apt_bytes(cache: Path) -> int:
+    """The .deb packages the controller fetched from the distribution's archive into its cache (bytes from
+    outside too, which the counting server does not see): the sizes of the cache mirror's apt pool."""
+    total = 0
+    for manifest in cache.glob("*/manifest.json"):
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        total += sum(int(entry["size"]) for rel, entry in files.items() if rel.startswith("apt/") and "/pool/" in rel)
+    return total
 
 
 def main(argv: List[str]) -> int:
@@ -118,9 +133,11 @@ def main(argv: List[str]) -> int:
         rows = [scenario(work, 1, False, index_root), scenario(work, options.hosts, False, index_root),
                 scenario(work, options.hosts, True, index_root)]
     one, without, with_cache = rows
-    print(f"{'hosts':>5} {'cache':>5} {'outside MiB':>12} {'requests':>8} {'wall s':>7}")
+    print(f"{'hosts':>5} {'cache':>5} {'outside MiB':>12} {'index MiB':>10} {'apt MiB':>8} {'requests':>8} "
+          f"{'wall s':>7}")
     for row in rows:
         print(f"{row['hosts']:>5} {str(row['cache']):>5} {row['outside_bytes'] / 2**20:>12.1f} "
+              f"{row['index_bytes'] / 2**20:>10.1f} {row['controller_apt_bytes'] / 2**20:>8.1f} "
               f"{row['requests']:>8} {row['wall_s']:>7}")
     ratio = with_cache["outside_bytes"] / one["outside_bytes"] if one["outside_bytes"] else None
     ratio_without = without["outside_bytes"] / one["outside_bytes"] if one["outside_bytes"] else None
