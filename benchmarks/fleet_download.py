@@ -4,8 +4,8 @@ controller-side cache (a mirror built on the fly, tests/lab/fleet.py's namespace
 "Outside" is a counting HTTP server on the fleet's bridge address standing in for the internet: it serves the
 lab's wheelhouse (the local CPU torch wheel and its dependencies) as a PEP 503 index, and every byte it sends
 is counted, and so are the .deb packages the controller fetches from the distribution's archive into its cache
-(the sizes of the cache mirror's apt pool). Each scenario provisions a fresh fleet with the CPU plan (``--pip-
-index-url`` that server): without the cache every host downloads the wheels from it, with the cache the
+(the sizes of the cache mirror's apt pool). Each scenario provisions a fresh fleet with the CPU plan
+(``--pip-index-url`` that server): without the cache every host downloads the wheels from it, with the cache the
 controller fetches them once into its mirror and the hosts take them from there, through their SSH
 connections. (The fleet root already holds the distribution packages of the CPU plan, so the hosts' apt
 fetches nothing; the cache still holds the plan's whole apt closure, fetched once by the controller, and that
