@@ -112,10 +112,10 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
         from dlsetup.mirror.workflow import cache_folder, choose, mirror_for_run
 
         mirror = choose(request, len(plans), no_cache, cache_folder(cache_dir(), targets.sources))
-        with mirror_for_run(mirror, plans, Console(stderr=True)) as add_mirror:  # checked before any change
-            result = run_playbooks(playbooks, targets.sources, hosts=list(plans),
-                                   host_vars=add_mirror(_host_vars(plans, roots, targets.connection_vars(), become,
-                                                                   reboot)),
+        host_vars = _host_vars(plans, roots, targets.connection_vars(), become, reboot)
+        with mirror_for_run(mirror, plans, Console(stderr=True), targets.sources, host_vars) as add_mirror:
+            # the mirror is checked before any change
+            result = run_playbooks(playbooks, targets.sources, hosts=list(plans), host_vars=add_mirror(host_vars),
                                    options=run_options, reboot_task=REBOOT_TASK, console=Console(stderr=True),
                                    documents={"plans.json": {name: plan.to_dict() for name, plan in plans.items()}})
         if result.error:

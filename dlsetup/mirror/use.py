@@ -124,17 +124,21 @@ def host_variables(mirror: Mirror, base_url: str, contents: Contents) -> Dict[st
     release = mirror.manifest.get("files", {}).get(f"apt/{contents.apt_key}/InRelease", {}).get("sha256", "")
     apt_url = f"{base}apt/{contents.apt_key}/"
     variables: Dict[str, Any] = {
-        "mirror_sources_url": apt_url,
-        "mirror_sources_key": key_text,
-        "mirror_sources_fingerprint": mirror.fingerprint,
-        "mirror_sources_release": release,
-        "dlsetup_mirror_apt_config": f"{HOST_DIR}/apt.conf",
         "frameworks_pip_index_url": f"{base}simple/",
         "frameworks_pip_vendor_indexes": [],
         "frameworks_pip_extra_index_urls": [],
         "frameworks_pip_find_links": [],
         "frameworks_pip_offline": False,
     }
+    if not release:  # the host needs no apt package (a cache of a fleet that has them): its apt stays as it is
+        return variables
+    variables.update({
+        "mirror_sources_url": apt_url,
+        "mirror_sources_key": key_text,
+        "mirror_sources_fingerprint": mirror.fingerprint,
+        "mirror_sources_release": release,
+        "dlsetup_mirror_apt_config": f"{HOST_DIR}/apt.conf",
+    })
     for prefix in REPO_PREFIXES.values():
         variables.update({f"{prefix}_url": apt_url, f"{prefix}_suite": "./", f"{prefix}_key_url": f"{base}key.asc",
                           f"{prefix}_key_fingerprint": mirror.fingerprint})

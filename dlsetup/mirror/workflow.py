@@ -151,9 +151,44 @@ def cache_folder(cache_dir: Path, sources: Sequence[str]) -> Path:
     return cache_dir / "mirror" / key
 
 
+#: adds the mirror's variables to the hosts' variables
+AddMirror = Callable[[Dict[str, Dict[str, Any]]], Dict[str, Dict[str, Any]]]
+#: the task of installed.yml whose output says which packages a host has
+INSTALLED_TASK = "dlsetup mirror installed packages"
+
+
+def lacking_only(contents: Mapping[str, Any], sources: Sequence[str], host_vars: Mapping[str, Mapping[str, Any]]
+                 ) -> Dict[str, Any]:
+    """``contents`` with only the apt packages each host lacks (asked of the hosts in one read-only run):
+    the cache fetches no distribution package a host has already. A host that could not be asked keeps
+    all of its packages."""
+    import dataclasses
+
+    from dlsetup.runner import RunOptions, run_playbooks
+
+    wanted = {host: {**host_vars.get(host, {}), "dlsetup_mirror_wanted": list(item.all_packages())}
+              for host, item in contents.items()}
+    result = run_playbooks([Path(__file__).with_name("installed.yml")], sources, host_vars=wanted,
+                           hosts=list(wanted), options=RunOptions(limit=",".join(wanted)), capture=[INSTALLED_TASK],
+                           command="provision-mirror-installed")
+    out = {}
+    for host, item in contents.items():
+        captured = next((h.captured.get(INSTALLED_TASK) for h in result.hosts if h.host == host), None)
+        if not captured or "stdout" not in captured:
+            out[host] = item
+            continue
+        have = {line.split()[-1] for line in str(captured["stdout"]).splitlines()
+                if len(line.split()) >= 2 and line.split()[0][1:2] == "i"}
+        alternatives = () if any(all(p in have for p in option) for option in item.alternatives) \
+            else item.alternatives
+        out[host] = dataclasses.replace(item, packages=tuple(p for p in item.packages if p not in have),
+                                        alternatives=alternatives)
+    return out
+
+
 @contextlib.contextmanager
-def mirror_for_run(run: MirrorRun, plans: Mapping[str, Any], console: Any
-                   ) -> Iterator[Callable[[Dict[str, Dict[str, Any]]], Dict[str, Dict[str, Any]]]]:
+def mirror_for_run(run: MirrorRun, plans: Mapping[str, Any], console: Any, sources: Sequence[str] = (),
+                   host_vars: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Iterator[AddMirror]:
     """Check (or, for the cache, build) the mirror, serve a folder on 127.0.0.1 while the block runs, and
     yield the function that adds the mirror's variables to the hosts' variables. Without a mirror the
     function returns them as they are. A mirror that is tampered with or lacks a host's packages raises
@@ -162,13 +197,17 @@ def mirror_for_run(run: MirrorRun, plans: Mapping[str, Any], console: Any
         yield lambda host_vars: host_vars
         return
     from dlsetup.mirror import use
+    from dlsetup.mirror.build import build
 
     contents = contents_for(plans)
+    if run.cached:  # a fleet that may have the distribution's packages already: only what hosts lack
+        contents = lacking_only(contents, sources, host_vars or {})
     if run.cached and not _cache_covers(Path(str(run.source)), contents):
         console.print(f"fleet of {len(plans)} hosts: fetching each package and wheel once, into {run.source} "
                       "(--no-cache: each host downloads for itself)")
         try:
-            build_mirror(Path(str(run.source)), plans, console)
+            with progress_bar(console) as progress:
+                build(Path(str(run.source)), list(contents.values()), progress)
         except UsageError as err:
             console.print(f"[yellow]warning:[/] no controller-side cache, each host downloads for itself: {err}")
             yield lambda host_vars: host_vars
