@@ -121,7 +121,10 @@ def test_fleet_without_mirror_fetches_once_through_the_controller_cache(lab_root
         assert sorted(h["host"] for h in summaries(run) if h["failed"] == 0) == ["h1", "h2"]
         cache = Path(env["XDG_CACHE_HOME"]) / "dlsetup" / "mirror"
         [built] = list(cache.iterdir())
-        assert (built / "manifest.json").is_file()
+        manifest = json.loads((built / "manifest.json").read_text())
+        # the fleet root has every distribution package of the plan: the cache fetched none, only the wheels
+        assert manifest["apt"] == {} and any(name.startswith("wheels/torch-") for name in manifest["files"])
+        assert sorted(manifest["hosts"]) == ["h1", "h2"]
         for host in fleet.hosts:
             wheel = list((host.upper / "opt/dlsetup/venv/lib").glob("python3*/site-packages/torch/version.py"))
             assert wheel and "2.13.0+cpu" in wheel[0].read_text()
