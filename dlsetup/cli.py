@@ -20,6 +20,7 @@ COMMANDS = {
     "verify": "dlsetup.commands.verify:verify",
     "status": "dlsetup.commands.status:status",
     "report": "dlsetup.commands.report:report",
+    "mirror": "dlsetup.commands.mirror:mirror",
 }
 
 

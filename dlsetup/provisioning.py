@@ -22,11 +22,12 @@ if TYPE_CHECKING:
 
     from dlsetup.fleet import ProbeFailure
     from dlsetup.inventory import Inventory
+    from dlsetup.mirror.workflow import MirrorRun
     from dlsetup.plan import Plan, Request
     from dlsetup.runner import HostResult, RunOptions, RunResult
 
-__all__ = ["PROBE_TASK", "REBOOT_TASK", "host_vars", "json_lines", "jupyter_access", "plan_hosts", "playbooks",
-           "raise_for", "run", "select_targets", "with_failures", "with_jupyter_user"]
+__all__ = ["PROBE_TASK", "REBOOT_TASK", "choose_mirror", "host_vars", "json_lines", "jupyter_access", "plan_hosts",
+           "playbooks", "raise_for", "run", "select_targets", "with_failures", "with_jupyter_user"]
 
 #: the task of playbooks/reboot_status.yml whose ``stat`` tells that a host needs a reboot
 REBOOT_TASK = "Read the dlsetup reboot-required marker"
@@ -129,26 +130,40 @@ def host_vars(plans: Mapping[str, Plan], roots: Mapping[str, Optional[bool]],
     return variables_of
 
 
+def choose_mirror(request: Request, targets: Inventory, hosts: int, no_cache: bool) -> MirrorRun:
+    """The mirror a run takes its packages from: ``--mirror``, else the controller's cache for a fleet of two or
+    more hosts (unless ``no_cache``), else none (:func:`dlsetup.mirror.workflow.choose`)."""
+    from dlsetup.mirror.workflow import cache_folder, choose
+    from dlsetup.runner import cache_dir
+
+    return choose(request, hosts, no_cache, cache_folder(cache_dir(), targets.sources))
+
+
 def run(books: Sequence[Path], targets: Inventory, plans: Mapping[str, Plan], roots: Mapping[str, Optional[bool]],
-        failures: Sequence[ProbeFailure], options: RunOptions, reboot: bool, console: Console) -> RunResult:
+        failures: Sequence[ProbeFailure], options: RunOptions, reboot: bool, console: Console,
+        mirror: Optional[MirrorRun] = None) -> RunResult:
     """Run the playbooks ``books`` on the planned hosts (none: no run), then add a result for each host that
     could not be probed or planned, and keep the failed and unreachable hosts for ``--retry-failed``.
 
     ``options`` are the run's; its limit becomes the planned hosts when some hosts could not be planned.
+    With ``mirror`` the mirror is checked (or the cache built) before any change and served during the run.
     A run that could not start at all raises :class:`DlsetupError` (exit 1) naming its record."""
     from dataclasses import replace
 
     from dlsetup.fleet import retry_file, save_retry
+    from dlsetup.mirror.workflow import MirrorRun, mirror_for_run
     from dlsetup.runner import RunResult, cache_dir, run_playbooks
 
     result = RunResult((), 0)
     if plans:
         # the hosts that could not be probed are left out: limit the run to the planned ones
         options = replace(options, limit=",".join(plans) if failures else options.limit)
-        result = run_playbooks(books, targets.sources, hosts=list(plans),
-                               host_vars=host_vars(plans, roots, targets.connection_vars(), options.become, reboot),
-                               options=options, reboot_task=REBOOT_TASK, console=console,
-                               documents={"plans.json": {name: plan.to_dict() for name, plan in plans.items()}})
+        variables = host_vars(plans, roots, targets.connection_vars(), options.become, reboot)
+        with mirror_for_run(mirror or MirrorRun(None), plans, console, targets.sources, variables) as add_mirror:
+            # the mirror is checked before any change
+            result = run_playbooks(books, targets.sources, hosts=list(plans), host_vars=add_mirror(variables),
+                                   options=options, reboot_task=REBOOT_TASK, console=console,
+                                   documents={"plans.json": {name: plan.to_dict() for name, plan in plans.items()}})
         if result.error:
             raise DlsetupError(f"ansible-playbook could not run: {result.error} (run record: {result.record})",
                                EXIT_FAILED)

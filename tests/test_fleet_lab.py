@@ -49,8 +49,10 @@ def lab_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 def provision(inventory: Path, cache: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    """``dlsetup provision -i INVENTORY --yes --json``; the hosts have no network: no pip packages."""
+    """``dlsetup provision -i INVENTORY --yes --json``; the hosts have no network: no pip packages (and no
+    controller-side cache: test_mirror_lab.py covers that)."""
     run = subprocess.run([sys.executable, "-m", "dlsetup", "provision", "-i", str(inventory), "--yes", "--json",
+                          "--no-cache",
                           "-e", json.dumps({"frameworks_packages": []}), *args], cwd=REPO, capture_output=True,
                          text=True, timeout=900, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     assert "Traceback" not in run.stderr, run.stderr

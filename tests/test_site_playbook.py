@@ -50,8 +50,9 @@ def test_site_playbook_and_roles_gather_the_same_subset() -> None:
         assert [t["ansible.builtin.setup"]["gather_subset"] for t in setups] in ([], [subset]), tasks
 
 
-#: roles that other roles include (not planned on their own)
-HELPER_ROLES = ("signed_apt_repo", "gpu_kernel_module")
+#: roles other roles or the site play include (not planned on their own): the vendor roles' signed_apt_repo
+#: and gpu_kernel_module, the site play's mirror_sources (with --mirror)
+HELPER_ROLES = ("signed_apt_repo", "gpu_kernel_module", "mirror_sources")
 
 
 def test_site_playbook_applies_the_roles_in_the_planner_order() -> None:

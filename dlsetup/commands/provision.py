@@ -36,9 +36,15 @@ REQUEST_OPTIONS = [p for p in _plan_command.params if p.name not in ("from_bundl
 @click.option("--reboot", is_flag=True,
               help="Reboot the remote hosts that need it and go on; never the machine running dlsetup.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON summary per host.")
+@click.option("--mirror", help="Take every package and wheel from this dlsetup mirror (a folder or an http(s) URL).")
+@click.option("--mirror-fingerprint", help="The mirror key's fingerprint (default: this machine's mirror key, "
+                                           "else the one the mirror folder records).")
+@click.option("--no-cache", is_flag=True,
+              help="A fleet run without --mirror: each host downloads for itself (no controller-side cache).")
 def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: bool, yes: bool, check: bool,
               diff: bool, tags: Tuple[str, ...], skip_tags: Tuple[str, ...], extra_vars: Tuple[str, ...],
-              become: Optional[bool], reboot: bool, as_json: bool, config: Optional[Path], **options: Any) -> None:
+              become: Optional[bool], reboot: bool, as_json: bool, config: Optional[Path], no_cache: bool,
+              **options: Any) -> None:
     """Install the planned driver / CUDA or ROCm / framework stack, on this machine or a fleet.
 
     Host keys are checked: accept a new host's key deliberately first (ssh-keyscan HOST >> ~/.ssh/known_hosts
@@ -72,7 +78,9 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
 
     run_options = RunOptions(check=check, diff=diff, tags=tags, skip_tags=skip_tags, limit=limit,
                              extra_vars=checked_vars, become=become)
-    result = provisioning.run(playbooks, targets, plans, roots, failures, run_options, reboot, Console(stderr=True))
+    mirror = provisioning.choose_mirror(request, targets, len(plans), no_cache)
+    result = provisioning.run(playbooks, targets, plans, roots, failures, run_options, reboot, Console(stderr=True),
+                              mirror)
     print_summary(result, Console(stderr=True))
     for access in provisioning.jupyter_access(result, plans, targets.local, check):
         click.echo(access, err=True)

@@ -86,6 +86,8 @@ class Plan:
     #: what the user should know before applying: unverified versions, end-of-life branches
     warnings: Tuple[str, ...] = ()
     machine: Optional[str] = None  #: the host's machine id (HostProfile.machine.key), to tell same-named hosts apart
+    #: the system the plan is for: os, version, codename, arch (uname -m), kernel (what a mirror must carry)
+    target: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -283,7 +285,9 @@ class _Planner:
             for failure in self.live.failures:
                 self.notes.append(f"index: {failure}; planned from the tables where it mattered")
         return Plan(host, roles, tuple(self.decisions), variables, reboot, tuple(self.notes), tuple(self.destroys),
-                    dict(sorted(self.sources.items())), tuple(self.warnings), self.profile.machine.key)
+                    dict(sorted(self.sources.items())), tuple(self.warnings), self.profile.machine.key,
+                    {"os": system.id, "version": system.version, "codename": system.codename,
+                     "arch": self.profile.os.arch or "x86_64", "kernel": self.profile.os.kernel or ""})
 
     def check_request(self) -> None:
         if self.request.pip_offline and not self.request.pip_find_links:

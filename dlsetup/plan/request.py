@@ -59,6 +59,8 @@ class Request:
     jupyter_cert: Optional[str] = None  #: TLS certificate on the host (with jupyter_key)
     jupyter_key: Optional[str] = None
     jupyter_self_signed: bool = False  #: TLS with a certificate generated on the host
+    mirror: Optional[str] = None  #: provision from this dlsetup mirror (a folder or an http(s) URL)
+    mirror_fingerprint: Optional[str] = None  #: the mirror key's pinned fingerprint (40 or 64 hex digits)
 
 
 #: option -> (pattern it must match, example) for the version-like options
@@ -183,6 +185,11 @@ def _normalise(name: str, value: Any) -> Any:
         return jupyter_listen(value)
     if name == "pip_index_url":
         return paths.index_url(value)
+    if name == "mirror_fingerprint" and not (isinstance(value, str) and re.fullmatch(
+            r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}", "".join(value.split()))):
+        raise UsageError(f"mirror_fingerprint: expected 40 or 64 hex digits, got {quote(value)}")
+    if name == "mirror" and (not isinstance(value, str) or not value.strip() or any(c in value for c in "\n\t\0")):
+        raise UsageError(f"mirror: expected a folder or an http(s) URL, got {quote(value)}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise UsageError(f"{name}: expected a string, got {quote(value)}")
     text = str(value).strip()
