@@ -269,3 +269,15 @@ def test_which_runs_use_a_mirror(tmp_path: Path) -> None:
     assert (given.source, given.fingerprint, given.cached) == ("/srv/mirror", "AB" * 20, False)
     with pytest.raises(UsageError, match="mirror_fingerprint: expected 40 or 64 hex digits"):
         load_request(None, mirror_fingerprint="1234")
+
+
+def test_the_reverse_forward_keeps_the_inventorys_own_ssh_arguments(mirror: Path) -> None:
+    from dlsetup.mirror.use import forward_args, with_mirror
+
+    checked = verify(mirror)
+    jump = "-o ProxyJump=bastion.example.invalid"
+    out = with_mirror({"h1": {"x": 1}, "h2": {"ansible_ssh_extra_args": "-C"}}, checked, "http://127.0.0.1:9/",
+                      {"h1": CONTENTS, "h2": CONTENTS}, 9, {"h1": {"ansible_ssh_extra_args": jump}})
+    assert out["h1"]["ansible_ssh_extra_args"] == f"{jump} {forward_args(9)}"  # the inventory's jump host stays
+    assert out["h2"]["ansible_ssh_extra_args"] == f"-C {forward_args(9)}"
+    assert out["h1"]["frameworks_pip_index_url"] == "http://127.0.0.1:9/simple/"

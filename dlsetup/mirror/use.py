@@ -168,14 +168,17 @@ def prepare(source: str, pinned: Optional[str], contents: Sequence[Contents], pr
 
 
 def with_mirror(host_vars: Mapping[str, Mapping[str, Any]], mirror: Mirror, base_url: str,
-                contents: Mapping[str, Contents], ssh_port: Optional[int]) -> Dict[str, Dict[str, Any]]:
-    """``host_vars`` with each host's mirror variables (and the reverse forward when ``ssh_port``)."""
+                contents: Mapping[str, Contents], ssh_port: Optional[int],
+                inventory_vars: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Dict[str, Any]]:
+    """``host_vars`` with each host's mirror variables (and the reverse forward when ``ssh_port``, after the
+    ``ansible_ssh_extra_args`` the run or the inventory, ``inventory_vars``, gives the host)."""
     out: Dict[str, Dict[str, Any]] = {}
     for host, variables in host_vars.items():
         merged = {**variables, **host_variables(mirror, base_url, contents[host])}
         if ssh_port is not None:
-            merged["ansible_ssh_extra_args"] = " ".join(
-                part for part in (str(variables.get("ansible_ssh_extra_args", "")), forward_args(ssh_port)) if part)
+            own = variables.get("ansible_ssh_extra_args") or (inventory_vars or {}).get(host, {}).get(
+                "ansible_ssh_extra_args", "")
+            merged["ansible_ssh_extra_args"] = " ".join(part for part in (str(own), forward_args(ssh_port)) if part)
         out[host] = merged
     return out
 

@@ -218,5 +218,18 @@ def mirror_for_run(run: MirrorRun, plans: Mapping[str, Any], console: Any, sourc
         yield lambda host_vars: use.with_mirror(host_vars, mirror, str(run.source), contents, None)
         return
     port = use.port()
+    inventory_vars = _inventory_hostvars(sources)
     with use.serve(mirror.root, port) as url:
-        yield lambda host_vars: use.with_mirror(host_vars, mirror, url, contents, port)
+        yield lambda host_vars: use.with_mirror(host_vars, mirror, url, contents, port, inventory_vars)
+
+
+def _inventory_hostvars(sources: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
+    """The inventory's own variables per host (``ansible-inventory --list``), so that the reverse forward is
+    added to a host's ``ansible_ssh_extra_args`` (a jump host, say) instead of replacing them."""
+    if not sources:
+        return {}
+    from dlsetup.runner import list_inventory
+
+    _, data, _ = list_inventory(list(sources))
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    return hostvars if isinstance(hostvars, dict) else {}
