@@ -86,6 +86,12 @@ def test_chroot_converges_from_the_mirror_without_any_network(chroot: tuple[Path
                                                               lab_wheels: Path, env: dict) -> None:
     root, inventory = chroot
     plan = ("--pip-find-links", str(lab_wheels), "--pip-offline")
+    # --check first: it reads the mirror (checked and served as for a run) and changes nothing on the host
+    check = dlsetup("provision", "-i", str(inventory), "--check", "--json", "--mirror", str(mirror), *plan,
+                    env=env, offline=True)
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert [h["failed"] for h in summaries(check)] == [0]
+    assert not (root / "etc" / "dlsetup" / "mirror").exists() and not (root / "opt" / "dlsetup").exists()
     first = dlsetup("provision", "-i", str(inventory), "--yes", "--json", "--mirror", str(mirror), *plan,
                     env=env, offline=True)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -94,7 +100,7 @@ def test_chroot_converges_from_the_mirror_without_any_network(chroot: tuple[Path
     installed = subprocess.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package}\n", "build-essential",
                                 "python3-venv"], capture_output=True, text=True)
     assert installed.stdout.split() == ["build-essential", "python3-venv"], installed.stderr
-    torch = subprocess.run(["chroot", str(root), "/opt/dlsetup/venv/bin/python", "-c",
+    torch = subprocess.run(["chroot", str(root), "/opt/dlsetup/venvs/pytorch/bin/python", "-c",
                             "import torch; print(torch.__version__)"], capture_output=True, text=True)
     assert torch.stdout.strip() == "2.13.0+cpu", torch.stderr
     # the host's own apt sources were neither used nor changed: the mirror's are in a folder of dlsetup's
