@@ -52,6 +52,11 @@ def fleet_root() -> Path:
     """The cached fleet root (next to the cached Debian root, named after :data:`PACKAGES`), built on first use."""
     digest = hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:8]
     dest = rootfs.cache_dir().with_name(f"{rootfs.cache_dir().name}-fleet-{digest}")
+    with rootfs.building(dest):
+        return _fleet_root(dest)
+
+
+def _fleet_root(dest: Path) -> Path:
     if (dest / SSHD.lstrip("/")).exists():
         return dest
     base = rootfs.build_root()

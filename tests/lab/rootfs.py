@@ -11,12 +11,15 @@ Command line (used by the molecule scenarios' create/destroy playbooks)::
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 def host_debian_mirror(sources: Path = Path("/etc/apt")) -> str:
     """The Debian archive this machine's own apt uses: the first ``.../debian`` URI of its sources (deb822
@@ -49,10 +52,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DLSETUP_LAB_CACHE", default))
 
 
+@contextmanager
+def building(dest: Path) -> Iterator[None]:
+    """Hold the lock of the cache entry ``dest`` while checking for it and building it: test processes that run
+    at once (``.ci/run`` runs the VM tier beside the others) wait for one build instead of racing theirs."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build_root(dest: Path | None = None, suite: str = "bookworm", packages: tuple[str, ...] = PACKAGES) -> Path:
     """Return the cached root at ``dest`` (default: the Debian 12 lab root), building it first with
     debootstrap minbase of ``suite`` plus ``packages`` if it does not exist."""
     dest = dest or cache_dir()
+    with building(dest):
+        return _build_root(dest, suite, packages)
+
+
+def _build_root(dest: Path, suite: str, packages: tuple[str, ...]) -> Path:
     if (dest / "usr" / "bin" / "python3").exists():
         return dest
     if shutil.which("debootstrap") is None:

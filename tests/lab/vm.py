@@ -120,6 +120,11 @@ def build_image(dest: Path | None = None, extra_packages: Sequence[str] = (), ho
     ``host_sources`` the guest gets this machine's apt sources (its updates and security suites too) instead of
     the root's single suite."""
     dest = dest or image_dir()
+    with rootfs.building(dest):
+        return _build_image(dest, extra_packages, host_sources)
+
+
+def _build_image(dest: Path, extra_packages: Sequence[str], host_sources: bool) -> Image:
     if (dest / "root.img").exists():
         return Image(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

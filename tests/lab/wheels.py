@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lab import rootfs
+
 #: The CPU torch wheel on this machine's disk (cp311 matches Debian 12's python3).
 TORCH_WHEEL = Path(os.environ.get(
     "DLSETUP_LAB_TORCH_WHEEL", "/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"))
@@ -19,6 +21,11 @@ TORCH_REQUIREMENT = "torch==" + TORCH_WHEEL.name.split("-")[1]
 def wheelhouse() -> Path:
     """Return a directory with the torch wheel and every wheel it needs, downloading the others once."""
     dest = Path(os.environ.get("DLSETUP_LAB_WHEELS", Path.home() / ".cache" / "dlsetup-lab" / "wheels"))
+    with rootfs.building(dest):
+        return _wheelhouse(dest)
+
+
+def _wheelhouse(dest: Path) -> Path:
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
