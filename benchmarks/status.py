@@ -2,9 +2,10 @@
 
 Each fleet (tests/lab/fleet.py: network namespaces, overlay Debian roots, sshd, real SSH) is provisioned
 once with the CPU role set (``common``, ``frameworks``; the hosts have no network, so no pip packages:
-``-e frameworks_packages=[]`` as the fleet tests do), untimed. Then, alternately, ``--repeat`` times each:
-the no-op ``dlsetup provision -i INVENTORY --yes`` (probe every host, plan, run the roles, which change
-nothing) and ``dlsetup status -i INVENTORY`` (one task per host, then the comparison), both as a user runs
+``frameworks_venvs`` and ``frameworks_packages`` empty, as the fleet tests do; ``--no-cache``: the no-op
+provision is the roles' own, without the controller-side download cache), untimed. Then, alternately,
+``--repeat`` times each: the no-op ``dlsetup provision -i INVENTORY --yes`` (probe every host, plan, run
+the roles, which change nothing) and ``dlsetup status -i INVENTORY`` (one task per host, then the comparison), both as a user runs
 them, with ``--offline`` so neither waits on a package index. Drift is planted on every other host (a
 reboot marker) so status has something to find; the run checks it finds exactly those. Reported: median
 wall time of each, status/provision ratio, and the drift found. The last line is one JSON object.
@@ -35,7 +36,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from lab.fleet import Fleet  # noqa: E402
 
-EXTRA = json.dumps({"frameworks_packages": []})
+EXTRA = json.dumps({"frameworks_venvs": [], "frameworks_packages": []})
 MARKER = "/run/dlsetup/reboot-required"
 
 
@@ -48,7 +49,8 @@ def dlsetup(args: List[str], cache: Path) -> tuple[float, subprocess.CompletedPr
 
 
 def provision(inventory: Path, cache: Path) -> float:
-    wall, run = dlsetup(["provision", "-i", str(inventory), "--yes", "--json", "--offline", "-e", EXTRA], cache)
+    wall, run = dlsetup(["provision", "-i", str(inventory), "--yes", "--json", "--offline", "--no-cache", "-e", EXTRA],
+                        cache)
     if run.returncode != 0:
         raise SystemExit(f"provision failed (rc {run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     return wall

@@ -53,8 +53,8 @@ def provision(inventory: Path, cache: Path, *args: str) -> tuple[subprocess.Comp
     controller-side cache: test_mirror_lab.py covers that)."""
     run = subprocess.run([sys.executable, "-m", "dlsetup", "provision", "-i", str(inventory), "--yes", "--json",
                           "--no-cache",
-                          "-e", json.dumps({"frameworks_packages": []}), *args], cwd=REPO, capture_output=True,
-                         text=True, timeout=900, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+                          "-e", json.dumps({"frameworks_venvs": [], "frameworks_packages": []}), *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=900, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     assert "Traceback" not in run.stderr, run.stderr
     return run, [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
 

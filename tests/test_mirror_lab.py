@@ -132,7 +132,7 @@ def test_fleet_without_mirror_fetches_once_through_the_controller_cache(lab_root
         assert manifest["apt"] == {} and any(name.startswith("wheels/torch-") for name in manifest["files"])
         assert sorted(manifest["hosts"]) == ["h1", "h2"]
         for host in fleet.hosts:
-            wheel = list((host.upper / "opt/dlsetup/venv/lib").glob("python3*/site-packages/torch/version.py"))
+            wheel = list((host.upper / "opt/dlsetup/venvs/pytorch/lib").glob("python3*/site-packages/torch/version.py"))
             assert wheel and "2.13.0+cpu" in wheel[0].read_text()
 
 
