@@ -5,8 +5,8 @@ once with the CPU role set (``common``, ``frameworks``; the hosts have no networ
 ``frameworks_venvs`` and ``frameworks_packages`` empty, as the fleet tests do; ``--no-cache``: the no-op
 provision is the roles' own, without the controller-side download cache), untimed. Then, alternately,
 ``--repeat`` times each: the no-op ``dlsetup provision -i INVENTORY --yes`` (probe every host, plan, run
-the roles, which change nothing) and ``dlsetup status -i INVENTORY`` (one task per host, then the comparison), both as a user runs
-them, with ``--offline`` so neither waits on a package index. Drift is planted on every other host (a
+the roles, which change nothing) and ``dlsetup status -i INVENTORY`` (one task per host, then the
+comparison), both as a user runs them, with ``--offline`` so neither waits on a package index. Drift is planted on every other host (a
 reboot marker) so status has something to find; the run checks it finds exactly those. Reported: median
 wall time of each, status/provision ratio, and the drift found. The last line is one JSON object.
 
