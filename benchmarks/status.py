@@ -6,8 +6,8 @@ once with the CPU role set (``common``, ``frameworks``; the hosts have no networ
 provision is the roles' own, without the controller-side download cache), untimed. Then, alternately,
 ``--repeat`` times each: the no-op ``dlsetup provision -i INVENTORY --yes`` (probe every host, plan, run
 the roles, which change nothing) and ``dlsetup status -i INVENTORY`` (one task per host, then the
-comparison), both as a user runs them, with ``--offline`` so neither waits on a package index. Drift is planted on every other host (a
-reboot marker) so status has something to find; the run checks it finds exactly those. Reported: median
+comparison), both as a user runs them, with ``--offline`` so neither waits on a package index. Drift is
+planted on every other host (a reboot marker) so status has something to find; the run checks it finds exactly those. Reported: median
 wall time of each, status/provision ratio, and the drift found. The last line is one JSON object.
 
 On the development machine (2 cores, load 7-15 from other work, so the figures move by 10-20 % between
