@@ -7,8 +7,9 @@ provision is the roles' own, without the controller-side download cache), untime
 ``--repeat`` times each: the no-op ``dlsetup provision -i INVENTORY --yes`` (probe every host, plan, run
 the roles, which change nothing) and ``dlsetup status -i INVENTORY`` (one task per host, then the
 comparison), both as a user runs them, with ``--offline`` so neither waits on a package index. Drift is
-planted on every other host (a reboot marker) so status has something to find; the run checks it finds exactly those. Reported: median
-wall time of each, status/provision ratio, and the drift found. The last line is one JSON object.
+planted on every other host (a reboot marker) so status has something to find; the run checks it finds
+exactly those. Reported: median wall time of each, status/provision ratio, and the drift found. The last
+line is one JSON object.
 
 On the development machine (2 cores, load 7-15 from other work, so the figures move by 10-20 % between
 runs), medians of 2: 1 host 2.8 s vs 7.6 s (0.37x), 8 hosts 5.1 s vs 19.7 s (0.26x), 16 hosts 7.7 s vs
