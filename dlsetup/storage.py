@@ -16,12 +16,9 @@ runs on the target and :func:`shared` loads here.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import posixpath
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -44,22 +41,14 @@ _SIGNATURES = {
 
 
 #: the collection's module_utils (dlsetup.workstation), which the storage role's module imports on the target
-_SHARED = Path("plugins") / "module_utils" / "dlsetup_storage.py"
+_SHARED = "plugins/module_utils/dlsetup_storage.py"
 
 
-@functools.lru_cache(maxsize=None)
 def shared() -> ModuleType:
     """The verdict module the storage role runs on the target (the source tree's, or the wheel's copy)."""
-    package = Path(__file__).resolve().parent
-    for base in (package.parent, package / "ansible"):
-        path = base / _SHARED
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location("dlsetup_storage_verdict", path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-    raise UsageError(f"the storage role's module_utils are missing from this installation ({package})")
+    from dlsetup.plugins import load
+
+    return load(_SHARED)
 
 
 @dataclass(frozen=True)

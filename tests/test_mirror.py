@@ -43,7 +43,7 @@ def test_contents_come_from_the_roles_package_lists(h100_plan) -> None:
         assert name in contents.packages
     kernel = h100_plan.target["kernel"]
     assert kernel and f"linux-headers-{kernel}" in contents.packages  # the role's Jinja, filled in
-    assert contents.apt_key == "ubuntu-24.04-amd64" and contents.codename == "noble"
+    assert contents.apt_repo == "ubuntu-24.04-amd64" and contents.codename == "noble"
     branch = h100_plan.variables["nvidia_driver_branch"]
     assert contents.alternatives and all(option[0] == f"nvidia-driver-pinning-{branch}"
                                          for option in contents.alternatives)

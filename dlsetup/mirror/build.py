@@ -429,7 +429,7 @@ def seal(dest: Path, signing: Path, contents: Sequence[Contents], apt_sets: Mapp
         "fingerprint": fingerprint,
         "apt": apt_sets,
         "wheels": wheel_sets,
-        "hosts": {item.host: {"apt": item.apt_key, "wheels": item.wheels.key if item.wheels else None,
+        "hosts": {item.host: {"apt": item.apt_repo, "wheels": item.wheels.key if item.wheels else None,
                               "packages": list(item.all_packages()),
                               "requirements": list(item.wheels.requirements) if item.wheels else []}
                   for item in contents},

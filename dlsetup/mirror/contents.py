@@ -65,7 +65,7 @@ class Contents:
     wheels: Optional[WheelSet] = None
 
     @property
-    def apt_key(self) -> str:
+    def apt_repo(self) -> str:
         """The folder of the mirror's apt repository for this host: ``debian-12-amd64``."""
         return f"{self.release}-{self.arch}"
 
@@ -169,7 +169,7 @@ def group_by_release(contents: Sequence[Contents]) -> Dict[str, List[Contents]]:
     """The hosts' contents per apt repository of the mirror (``debian-12-amd64``)."""
     groups: Dict[str, List[Contents]] = {}
     for item in contents:
-        groups.setdefault(item.apt_key, []).append(item)
+        groups.setdefault(item.apt_repo, []).append(item)
     return groups
 
 
@@ -178,14 +178,14 @@ def missing(contents: Contents, available: Mapping[str, Any], wheel_sets: Mappin
     to the package names it holds; ``wheel_sets`` a wheel set's key to the requirements it was fetched
     for. Empty: covered."""
     lacking: List[str] = []
-    names = set(available.get(contents.apt_key, ()))
-    if contents.apt_key not in available and (contents.packages or contents.alternatives):
-        lacking.append(f"no apt repository for {contents.apt_key}")
+    names = set(available.get(contents.apt_repo, ()))
+    if contents.apt_repo not in available and (contents.packages or contents.alternatives):
+        lacking.append(f"no apt repository for {contents.apt_repo}")
     else:
-        lacking += [f"package {name} ({contents.apt_key})" for name in contents.packages if name not in names]
+        lacking += [f"package {name} ({contents.apt_repo})" for name in contents.packages if name not in names]
         if contents.alternatives and not _any_alternative(contents.alternatives, names):
             lacking.append("packages " + " or ".join(" ".join(option) for option in contents.alternatives)
-                           + f" ({contents.apt_key})")
+                           + f" ({contents.apt_repo})")
     if contents.wheels is not None:
         fetched = set(wheel_sets.get(contents.wheels.key, ()))
         lacking += [f"wheel {req} ({contents.wheels.key})" for req in contents.wheels.requirements

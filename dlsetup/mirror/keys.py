@@ -3,7 +3,6 @@ signatures and key files with gpg, in throwaway gpg homes."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,19 +17,10 @@ UID = "dlsetup mirror <mirror@dlsetup.invalid>"
 
 
 def key_rules() -> ModuleType:
-    """signed_apt_repo's key decision (exactly the pinned key), wherever this build keeps the filter plugin."""
-    from dlsetup.runner import ansible_dir
+    """signed_apt_repo's key decision (exactly the pinned key), the filter plugin the role runs."""
+    from dlsetup.plugins import load
 
-    base = ansible_dir()
-    for path in (base / "plugins" / "filter" / "signed_apt_repo_keys.py",
-                 base / "roles" / "signed_apt_repo" / "filter_plugins" / "signed_apt_repo_keys.py"):
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location("dlsetup_signed_apt_repo_keys", path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-    raise UsageError(f"signed_apt_repo's key rules are missing from this installation ({base})")
+    return load("plugins/filter/signed_apt_repo_keys.py")
 
 
 def gpg(args: Sequence[str], home: Path, agent: bool = False, **kwargs: object) -> subprocess.CompletedProcess:

@@ -121,8 +121,8 @@ def host_variables(mirror: Mirror, base_url: str, contents: Contents) -> Dict[st
     """The variables that make one host's roles take everything from the mirror at ``base_url``."""
     base = base_url.rstrip("/") + "/"
     key_text = (mirror.root / "key.asc").read_text(encoding="utf-8") if (mirror.root / "key.asc").is_file() else ""
-    release = mirror.manifest.get("files", {}).get(f"apt/{contents.apt_key}/InRelease", {}).get("sha256", "")
-    apt_url = f"{base}apt/{contents.apt_key}/"
+    release = mirror.manifest.get("files", {}).get(f"apt/{contents.apt_repo}/InRelease", {}).get("sha256", "")
+    apt_url = f"{base}apt/{contents.apt_repo}/"
     variables: Dict[str, Any] = {
         "frameworks_pip_index_url": f"{base}simple/",
         "frameworks_pip_vendor_indexes": [],
