@@ -8,7 +8,8 @@ One VM boots for the module (lab.vm), from an image of its own with what is not 
 common role's packages, venv support, python3-apt for Ansible's apt module), booted with qemu's ``-cpu max``:
 numpy's and torch's wheels need x86-64-v2, which qemu's default CPU model lacks. The plan is a CPU one, PyTorch
 only: torch and its dependencies come from the lab's wheelhouse (lab.wheels), served on this machine's 127.0.0.1,
-which the guest reaches as 10.0.2.2 (qemu's user network); JupyterLab and ipykernel come from the package index
+which the guest reaches as 10.0.2.2 (qemu's user network) and trusts in its pip.conf (pip ignores plain-http
+wheel servers other than localhost without it); JupyterLab and ipykernel come from the package index
 pip is configured with, reached through the guest's NAT with this machine's CA bundle (a TLS-inspecting proxy
 here), as a corporate host would have it. Chromium is the Debian package (/usr/bin/chromium), driven with
 Playwright for Python (no browser of Playwright's own is downloaded).
@@ -50,6 +51,8 @@ CHROMIUM = Path(os.environ.get("DLSETUP_CHROMIUM", "/usr/bin/chromium"))
 USER = "ada"
 #: the local wheel's release (2.13.0): pinned, so pip takes the wheel from the served wheelhouse
 TORCH = wheels.TORCH_WHEEL.name.split("-")[1].split("+")[0]
+#: this machine, as qemu's user network shows it to the guest
+GUEST_HOST = "10.0.2.2"
 TOKEN_FILE = "/etc/dlsetup/jupyter/token.env"
 NOTEBOOK = "dlsetup-notebooks/01-lenet5.ipynb"
 #: the forward line of the provision summary: "from your computer: ssh -N -L 8888:127.0.0.1:8888 HOST  then open URL"
@@ -112,16 +115,20 @@ def provisioned(vm: vm_lab.VM, tmp_path_factory: pytest.TempPathFactory) -> Iter
     if CA_BUNDLE.is_file():
         subprocess.run([*vm.ssh_args(), "cat > /etc/ssl/certs/ca-certificates.crt"], input=CA_BUNDLE.read_bytes(),
                        check=True, timeout=60)
+    # pip ignores wheels served over plain http by any host but localhost ("not a trusted or secure host") and
+    # would take torch's CUDA build from the index instead: the guest trusts the lab's wheel server, as a host
+    # with a plain-http wheel mirror on its network is configured to
+    vm.ssh(f"printf '[global]\\ntrusted-host = {GUEST_HOST}\\n' > /etc/pip.conf")
     (work / "hosts.ini").write_text(vm.inventory(_host(vm)))
     with mirror.serve(wheels.wheelhouse()) as url:
-        links = url.replace("127.0.0.1", "10.0.2.2") + "/"  # this machine, as qemu's NAT shows it to the guest
+        links = url.replace("127.0.0.1", GUEST_HOST) + "/"  # this machine, as qemu's NAT shows it to the guest
         env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "XDG_STATE_HOME": str(work / "state"),
                "COLUMNS": "200"}
-        run = _timed("provision", subprocess.run,
-                     [sys.executable, "-m", "dlsetup", "provision", "-i", str(work / "hosts.ini"), "--yes", "--json",
-                      "--offline", "--framework", "pytorch", "--torch", TORCH, "--pip-find-links", links,
-                      "--jupyter", "--jupyter-user", USER],
-                     **{"cwd": REPO, "capture_output": True, "text": True, "timeout": 1800, "env": env})
+        command = [sys.executable, "-m", "dlsetup", "provision", "-i", str(work / "hosts.ini"), "--yes", "--json",
+                   "--offline", "--framework", "pytorch", "--torch", TORCH, "--pip-find-links", links,
+                   "--jupyter", "--jupyter-user", USER]
+        run = _timed("provision", lambda: subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                                                          timeout=1800, env=env))
     yield {"run": run, "work": work}
 
 
@@ -223,8 +230,8 @@ def test_chromium_logs_in_runs_lenet5_and_sees_the_loss_fall(forward: str, vm: v
             notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
             expect(notebook.locator(".jp-Cell").first).to_be_visible()
             # the notebook opens in its kernel (pytorch), which starts and goes idle
-            expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_have_count(1,
-                                                                                                      timeout=300_000)
+            idle = notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+            expect(idle.first).to_be_attached(timeout=300_000)
             TIMES["browser: open"] = time.monotonic() - start
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.locator("li[data-command='notebook:run-all-cells']").click()
@@ -237,7 +244,8 @@ def test_chromium_logs_in_runs_lenet5_and_sees_the_loss_fall(forward: str, vm: v
         finally:
             browser.close()
     print(f"\nscreenshot: {screenshot}")
-    assert "training on cpu" in text, text[-3000:]
+    # the served CPU wheel, not a build from the index
+    assert f"torch {wheels.TORCH_WHEEL.name.split('-')[1]} training on cpu" in text, text[-3000:]
     losses = [float(v) for v in re.findall(r"^step +\d+ +loss ([0-9.]+)$", text, re.M)]
     assert len(losses) >= 3 and losses[-1] < losses[0], text[-3000:]
     first, last = (float(v) for v in re.search(r"^loss ([0-9.]+) -> ([0-9.]+)$", text, re.M).groups())
