@@ -149,9 +149,15 @@ def test_the_service_runs_under_systemd_as_the_user_on_loopback(provisioned: dic
     pid = vm.ssh("systemctl show --property=MainPID --value dlsetup-jupyter").stdout.strip()
     assert pid not in ("", "0")
     assert vm.ssh(f"ps -o user= -p {pid}").stdout.strip() == USER
-    # every listening socket of the service (its kernels' included) is on loopback, the server's on 8888
-    listening = vm.ssh(f"ss -Hltnp | grep 'pid={pid},'").stdout.split("\n")
-    local = sorted({line.split()[3] for line in listening if line.strip()})
+    # every listening socket of the server is on loopback, one on 8888 (it
+    # listens some seconds after systemd starts it, more under software emulation)
+    deadline = time.monotonic() + 180
+    while True:
+        listening = vm.ssh(f"ss -Hltnp | grep 'pid={pid},'", check=False).stdout.split("\n")
+        local = sorted({line.split()[3] for line in listening if line.strip()})
+        if local or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert "127.0.0.1:8888" in local, local
     assert all(address.startswith("127.0.0.1:") for address in local), local
     # it answers on loopback, and not on the guest's own network address
@@ -221,14 +227,14 @@ def test_chromium_logs_in_runs_lenet5_and_sees_the_loss_fall(forward: str, vm: v
             assert "/login" in page.url, page.url
             page.fill("#password_input", "not-the-token")
             page.click("#login_submit")
-            expect(page.locator(".message.error")).to_be_visible()
+            expect(page.locator(".message.error")).to_be_visible(timeout=120_000)
             assert "/login" in page.url
             page.fill("#password_input", token)
             page.click("#login_submit")
             page.wait_for_url(re.compile(r"/lab"))
             page.goto(f"{base}/lab/tree/{NOTEBOOK}")
             notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-            expect(notebook.locator(".jp-Cell").first).to_be_visible()
+            expect(notebook.locator(".jp-Cell").first).to_be_visible(timeout=300_000)
             # the notebook opens in its kernel (pytorch), which starts and goes idle
             idle = notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
             expect(idle.first).to_be_attached(timeout=300_000)
