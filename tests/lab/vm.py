@@ -112,13 +112,14 @@ def _configure(root: Path, public_key: str) -> None:
     (ssh / "authorized_keys").chmod(0o600)
 
 
-def build_image(dest: Path | None = None, extra_packages: Sequence[str] = (), host_sources: bool = False) -> Image:
+def build_image(dest: Path | None = None, extra_packages: Sequence[str] = (), host_sources: bool = False,
+                root_size: str = ROOT_SIZE) -> Image:
     """Return the cached VM image, building it first (about 3 minutes) if it does not exist.
 
     A test that needs more in the guest builds its own image (another ``dest``): ``extra_packages`` are
     installed after :data:`PACKAGES` ("{kernel}" in a name stands for the image's kernel release), and with
     ``host_sources`` the guest gets this machine's apt sources (its updates and security suites too) instead of
-    the root's single suite."""
+    the root's single suite. ``root_size``: the root filesystem's size (sparse), for a guest that installs much."""
     dest = dest or image_dir()
     with rootfs.building(dest):
         return _build_image(dest, extra_packages, host_sources)
@@ -157,7 +158,7 @@ def _build_image(dest: Path, extra_packages: Sequence[str], host_sources: bool) 
         release = release.removeprefix("vmlinuz-")
         shutil.copy(boot / f"vmlinuz-{release}", work / "vmlinuz")
         shutil.copy(boot / f"initrd.img-{release}", work / "initrd.img")
-        _run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(root), str(work / "root.img"), ROOT_SIZE])
+        _run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(root), str(work / "root.img"), root_size])
         rootfs.remove_copy(root)
         work.rename(dest)
     except BaseException:
@@ -202,6 +203,7 @@ class VM:
     overlay: Path | None = None  #: the copy-on-write root disk this VM boots
     kernel: Path | None = None  #: kernel and initramfs booted; None: the image's
     initrd: Path | None = None
+    cpu: str | None = None  #: qemu's -cpu model; None: qemu's default (x86-64 baseline, no SSE4.2 or AVX)
 
     @property
     def by_id(self) -> tuple[str, ...]:
@@ -307,6 +309,7 @@ def _qemu_command(vm: VM, overlay: Path) -> list[str]:
     command = [
         "qemu-system-x86_64", "-nodefaults", "-accel", "tcg,thread=multi", "-m", "2048", "-smp", "2",
         "-display", "none", "-monitor", "none", "-serial", f"file:{vm.console_log}",
+        *(["-cpu", vm.cpu] if vm.cpu else []),
         "-kernel", str(vm.kernel or vm.image.kernel), "-initrd", str(vm.initrd or vm.image.initrd),
         "-append", f"root=LABEL={ROOT_LABEL} rw console=ttyS0",
         "-drive", f"file={overlay},format=qcow2,if=virtio",
@@ -321,15 +324,19 @@ def _qemu_command(vm: VM, overlay: Path) -> list[str]:
 
 
 @contextmanager
-def boot(workdir: Path, image: Image | None = None) -> Iterator[VM]:
-    """Boot a VM from a fresh overlay of the cached image and blank data disks; stop it on exit."""
+def boot(workdir: Path, image: Image | None = None, cpu: str | None = None) -> Iterator[VM]:
+    """Boot a VM from a fresh overlay of the cached image and blank data disks; stop it on exit.
+
+    ``cpu``: qemu's -cpu model, e.g. "max" (every instruction set extension the emulator has: numpy's and
+    torch's wheels need x86-64-v2, which qemu's default model lacks)."""
     image = image or build_image()
     overlay = workdir / "root.qcow2"
     _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "raw", str(overlay)])
     disks = tuple(workdir / f"{serial}.img" for serial in DISK_SERIALS)
     for disk in disks:
         _run(["truncate", "-s", DISK_SIZE, str(disk)])
-    vm = VM(image=image, workdir=workdir, port=_free_port(), disks=disks, overlay=overlay)
+    vm = VM(image=image, workdir=workdir, port=_free_port(), disks=disks, overlay=overlay,
+            cpu=cpu)
     vm.known_hosts.write_text(f"[127.0.0.1]:{vm.port} {image.host_key.read_text()}")
     with ExitStack() as stack:
         vm._start()
