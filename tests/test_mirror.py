@@ -51,9 +51,10 @@ def test_contents_come_from_the_roles_package_lists(h100_plan) -> None:
     assert repo.url == h100_plan.variables["nvidia_driver_repo_url"]
     assert repo.fingerprint == h100_plan.variables["nvidia_driver_repo_key_fingerprint"]
     python = next(d.choice for d in h100_plan.decisions if d.topic == "python")
-    assert contents.wheels is not None and contents.wheels.python == python
-    assert contents.wheels.requirements == tuple(h100_plan.variables["frameworks_packages"])
-    assert contents.wheels.key.startswith(f"cp{python.replace('.', '')}-manylinux_")
+    [wheels] = contents.wheels  # one venv: pytorch's
+    assert wheels.python == python and wheels.venv == h100_plan.variables["frameworks_venvs"][0]["path"]
+    assert wheels.requirements == tuple(h100_plan.variables["frameworks_venvs"][0]["packages"])
+    assert wheels.key.startswith(f"cp{python.replace('.', '')}-manylinux_")
 
 
 def test_a_role_package_list_is_the_one_source(h100_plan, tmp_path: Path) -> None:
@@ -116,7 +117,8 @@ def _deb(pool: Path, name: str) -> None:
 
 CONTENTS = Contents(host="h1", release="debian-12", codename="bookworm", arch="amd64",
                     packages=("tool-a", "tool-b"),
-                    wheels=WheelSet(python="3.11", platform="manylinux_2_35_x86_64", requirements=("demo==1.0",)))
+                    wheels=(WheelSet(venv="/opt/v", python="3.11", platform="manylinux_2_35_x86_64",
+                                     requirements=("demo==1.0",)),))
 
 
 @pytest.fixture
@@ -133,7 +135,7 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "wheels").mkdir()
     (root / "wheels" / "demo-1.0-py3-none-any.whl").write_bytes(b"not really a wheel")
     build.seal(root, signing, [CONTENTS], {"debian-12-amd64": {"packages": list(CONTENTS.packages)}},
-               {CONTENTS.wheels.key: {"requirements": ["demo==1.0"], "files": ["demo-1.0-py3-none-any.whl"]}},
+               {CONTENTS.wheels[0].key: {"requirements": ["demo==1.0"], "files": ["demo-1.0-py3-none-any.whl"]}},
                {}, {})
     return root
 
@@ -206,7 +208,8 @@ def test_a_plan_the_mirror_does_not_cover_is_named(mirror: Path) -> None:
     with pytest.raises(MirrorRefused, match=r"does not cover h2: package tool-c \(debian-12-amd64\) missing"):
         check_covers(checked, [CONTENTS, more])
     wheel = Contents(host="h3", release="debian-12", codename="bookworm", arch="amd64", packages=("tool-a",),
-                     wheels=WheelSet(python="3.11", platform="manylinux_2_35_x86_64", requirements=("jax==0.9",)))
+                     wheels=(WheelSet(venv="/opt/v", python="3.11", platform="manylinux_2_35_x86_64",
+                                      requirements=("jax==0.9",)),))
     with pytest.raises(MirrorRefused, match=r"does not cover h3: wheel jax==0.9"):
         check_covers(checked, [wheel])
     other = Contents(host="h4", release="ubuntu-24.04", codename="noble", arch="amd64", packages=("tool-a",))
@@ -281,3 +284,71 @@ def test_the_reverse_forward_keeps_the_inventorys_own_ssh_arguments(mirror: Path
     assert out["h1"]["ansible_ssh_extra_args"] == f"{jump} {forward_args(9)}"  # the inventory's jump host stays
     assert out["h2"]["ansible_ssh_extra_args"] == f"-C {forward_args(9)}"
     assert out["h1"]["frameworks_pip_index_url"] == "http://127.0.0.1:9/simple/"
+
+
+# -- one wheel set per venv --------------------------------------------------------------------------------
+
+def test_each_venv_and_jupyterlab_get_a_wheel_set_of_their_own() -> None:
+    profile = probe(bundle=H100_BUNDLE)
+    fresh = dataclasses.replace(profile, nvidia=NvidiaState())
+    plan = make_plan(fresh, load_request(None, offline=True, framework=("pytorch", "tensorflow"), jupyter=True,
+                                         jupyter_user="ada"))
+    roles = role_data("ubuntu", "24.04")
+    contents = contents_of("h100", plan, roles)
+    venvs = {w.venv: w for w in contents.wheels}
+    paths = [v["path"] for v in plan.variables["frameworks_venvs"]]
+    assert list(venvs) == [*paths, plan.variables["jupyter_venv_path"]]
+    for venv in plan.variables["frameworks_venvs"]:
+        # the venv's own requirements, and the ipykernel the jupyter role adds to it: never the other venv's
+        assert venvs[venv["path"]].requirements == (*venv["packages"], "ipykernel")
+    torch, tensorflow = (venvs[p] for p in paths)
+    assert not {r.split("=")[0] for r in torch.requirements if r != "ipykernel"} & {
+        r.split("=")[0] for r in tensorflow.requirements if r != "ipykernel"}
+    jupyter_defaults = yaml.safe_load((REPO / "roles/jupyter/defaults/main.yml").read_text())
+    assert venvs[plan.variables["jupyter_venv_path"]].requirements == tuple(jupyter_defaults["jupyter_packages"])
+    jupyter_vars = yaml.safe_load((REPO / "roles/jupyter/vars/Ubuntu-24.04.yml").read_text())
+    assert set(jupyter_vars["__jupyter_packages"]) <= set(contents.packages)
+    assert "git" not in contents.packages  # the remote IDE packages only when asked
+    ide = plan_contents("h", dataclasses.replace(plan, variables={**plan.variables, "jupyter_remote_ide": True}),
+                        "ubuntu", "24.04", "noble", "x86_64", "6.8.0", roles)
+    assert {"git", "openssh-server"} <= set(ide.packages)
+
+
+def _wheel(folder: Path, name: str, version: str, *requires: str) -> None:
+    """A pure-Python wheel pip can resolve: its metadata and nothing else."""
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"{info}/METADATA", "\n".join(["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+                                                       *(f"Requires-Dist: {r}" for r in requires)]) + "\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", "")
+
+
+def test_venvs_whose_requirements_conflict_are_each_resolved(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two venvs that pin different versions of a shared dependency: resolving their union fails, so the mirror
+    resolves each venv as pip installs it, and holds both versions."""
+    _tools()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    links = tmp_path / "links"
+    links.mkdir()
+    _wheel(links, "base", "1.0")
+    _wheel(links, "base", "2.0")
+    _wheel(links, "app_a", "1.0", "base==1.0")
+    _wheel(links, "app_b", "1.0", "base==2.0")
+    pip = {"python": "3.11", "platform": "manylinux_2_35_x86_64", "find_links": (str(links),), "offline": True}
+    item = Contents(host="h1", release="debian-12", codename="bookworm", arch="amd64", packages=(),
+                    wheels=(WheelSet(venv="/opt/a", requirements=("app_a==1.0",), **pip),
+                            WheelSet(venv="/opt/b", requirements=("app_b==1.0",), **pip)))
+    manifest = build.build(tmp_path / "m", [item])
+    assert sorted(p.name for p in (tmp_path / "m" / "wheels").iterdir()) == [
+        "app_a-1.0-py3-none-any.whl", "app_b-1.0-py3-none-any.whl", "base-1.0-py3-none-any.whl",
+        "base-2.0-py3-none-any.whl"]
+    assert manifest["hosts"]["h1"]["venvs"]["/opt/b"]["requirements"] == ["app_b==1.0"]
+    check_covers(verify(tmp_path / "m"), [item])
+    union = dataclasses.replace(item, wheels=(WheelSet(venv="/opt/a", requirements=("app_a==1.0", "app_b==1.0"),
+                                                       **pip),))
+    with pytest.raises(UsageError, match="pip download for the mirror"):
+        build.build(tmp_path / "union", [union])

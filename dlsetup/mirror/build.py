@@ -298,7 +298,7 @@ def fetch_wheels(dest: Path, wheels: WheelSet, progress: Any = None) -> Dict[str
     store = dest / "wheels"
     store.mkdir(parents=True, exist_ok=True)
     files: Dict[str, str] = {}
-    task = progress.add_task(f"wheels {wheels.key}", total=None) if progress else None
+    task = progress.add_task(f"wheels {wheels.key} {wheels.venv}", total=None) if progress else None
     for requirements, options, origin in _split_vendor(wheels):
         with tempfile.TemporaryDirectory(dir=dest / ".cache") as scratch:
             args = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
@@ -385,21 +385,19 @@ def build(dest: Path, contents: Sequence[Contents], progress: Any = None) -> Dic
         if stale.name not in apt_sets:
             shutil.rmtree(stale)
     wheel_sets: Dict[str, Any] = {}
-    fetched_sets: Dict[WheelSet, Dict[str, str]] = {}  # hosts with the same wheels: one pip download
+    fetched_sets: Dict[WheelSet, Dict[str, str]] = {}  # hosts with the same venv: one pip download
     for item in contents:
-        if item.wheels is None:
-            continue
-        if item.wheels not in fetched_sets:
-            fetched_sets[item.wheels] = fetch_wheels(dest, item.wheels, progress)
-        files = fetched_sets[item.wheels]
-        entry = wheel_sets.setdefault(item.wheels.key, {"python": item.wheels.python,
-                                                        "platform": item.wheels.platform,
-                                                        "requirements": [], "files": []})
-        entry["requirements"] = sorted(set(entry["requirements"]) | set(item.wheels.requirements))
-        entry["files"] = sorted(set(entry["files"]) | set(files))
-        for name, origin in files.items():
-            origins[f"wheels/{name}"] = origin
-            serves.setdefault(f"wheels/{name}", set()).add(item.host)
+        for wheels in item.wheels:
+            if wheels not in fetched_sets:
+                fetched_sets[wheels] = fetch_wheels(dest, wheels, progress)
+            files = fetched_sets[wheels]
+            entry = wheel_sets.setdefault(wheels.key, {"python": wheels.python, "platform": wheels.platform,
+                                                       "requirements": [], "files": []})
+            entry["requirements"] = sorted(set(entry["requirements"]) | set(wheels.requirements))
+            entry["files"] = sorted(set(entry["files"]) | set(files))
+            for name, origin in files.items():
+                origins[f"wheels/{name}"] = origin
+                serves.setdefault(f"wheels/{name}", set()).add(item.host)
     used = {name for entry in wheel_sets.values() for name in entry["files"]}
     for wheel in (dest / "wheels").glob("*") if (dest / "wheels").is_dir() else ():
         if wheel.name not in used:
@@ -429,9 +427,9 @@ def seal(dest: Path, signing: Path, contents: Sequence[Contents], apt_sets: Mapp
         "fingerprint": fingerprint,
         "apt": apt_sets,
         "wheels": wheel_sets,
-        "hosts": {item.host: {"apt": item.apt_repo, "wheels": item.wheels.key if item.wheels else None,
-                              "packages": list(item.all_packages()),
-                              "requirements": list(item.wheels.requirements) if item.wheels else []}
+        "hosts": {item.host: {"apt": item.apt_repo, "packages": list(item.all_packages()),
+                              "venvs": {w.venv: {"wheels": w.key, "requirements": list(w.requirements)}
+                                        for w in item.wheels}}
                   for item in contents},
         "files": files,
     }

@@ -13,7 +13,8 @@ from dlsetup.pkgindex import GLIBC
 #: uname -m -> Debian architecture
 DEB_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64el"}
 #: the roles a mirror covers; a plan with another role is refused by name
-COVERED_ROLES = ("common", "storage", "nvidia_driver", "cuda_toolkit", "nvidia_container_toolkit", "frameworks")
+COVERED_ROLES = ("common", "storage", "nvidia_driver", "cuda_toolkit", "nvidia_container_toolkit", "frameworks",
+                 "jupyter")
 #: where each vendor role keeps its repository in the plan's variables (``<prefix>_url`` ...)
 REPO_PREFIXES = {"nvidia_driver": "nvidia_driver_repo", "cuda_toolkit": "cuda_toolkit_repo",
                  "nvidia_container_toolkit": "nvidia_container_toolkit_repo"}
@@ -35,8 +36,11 @@ class Repo:
 
 @dataclass(frozen=True)
 class WheelSet:
-    """The wheels of one host: for its Python and platform, from the plan's index settings."""
+    """The wheels of one venv of a host: for its Python and platform, from the plan's index settings. Each
+    venv is resolved on its own (a pip download per set), as pip resolves it when the role installs it: the
+    union of two venvs' requirements may not resolve at all (torch and TensorFlow pin different CUDA wheels)."""
 
+    venv: str  #: the venv's path on the host
     python: str  #: "3.11"
     platform: str  #: pip --platform, e.g. "manylinux_2_35_x86_64"
     requirements: Tuple[str, ...]
@@ -62,7 +66,7 @@ class Contents:
     #: apt packages of which one set must be installable (NVIDIA's driver names, unversioned or suffixed)
     alternatives: Tuple[Tuple[str, ...], ...] = ()
     repos: Tuple[Repo, ...] = ()
-    wheels: Optional[WheelSet] = None
+    wheels: Tuple[WheelSet, ...] = ()  #: one per venv the plan makes
 
     @property
     def apt_repo(self) -> str:
@@ -133,19 +137,37 @@ def plan_contents(host: str, plan: Any, os_id: str, os_version: str, codename: s
                         str(variables.get(f"{prefix}_key_fingerprint", "")))
             if repo not in repos:
                 repos.append(repo)
-    wheels = None
-    if "frameworks" in plan.roles and variables.get("frameworks_packages"):
-        wheels = WheelSet(
-            python=_python(plan, python), platform=f"manylinux_{GLIBC[0]}_{GLIBC[1]}_{machine}",
-            requirements=tuple(variables["frameworks_packages"]),
-            index_url=str(variables.get("frameworks_pip_index_url") or ""),
-            vendor_indexes=tuple((str(v["url"]), tuple(v["projects"]))
-                                 for v in variables.get("frameworks_pip_vendor_indexes", [])),
-            find_links=tuple(variables.get("frameworks_pip_find_links", [])),
-            offline=bool(variables.get("frameworks_pip_offline")))
+    wheels: List[WheelSet] = []
+    platform = f"manylinux_{GLIBC[0]}_{GLIBC[1]}_{machine}"
+    jupyter = roles.get("jupyter", {})
+    kernel_venvs = {str(k["venv"]) for k in variables.get("jupyter_kernels", [])} if "jupyter" in plan.roles else set()
+    if "frameworks" in plan.roles:
+        pip: Dict[str, Any] = {"index_url": str(variables.get("frameworks_pip_index_url") or ""),
+               "vendor_indexes": tuple((str(v["url"]), tuple(v["projects"]))
+                                       for v in variables.get("frameworks_pip_vendor_indexes", [])),
+               "find_links": tuple(variables.get("frameworks_pip_find_links", [])),
+               "offline": bool(variables.get("frameworks_pip_offline"))}
+        venvs = variables.get("frameworks_venvs") or [
+            {"path": variables.get("frameworks_venv_path", ""), "packages": variables.get("frameworks_packages", [])}]
+        for venv in venvs:
+            # the jupyter role adds ipykernel to each kernel's venv: resolved with the venv's own requirements
+            requirements = tuple(venv["packages"]) + (("ipykernel",) if str(venv["path"]) in kernel_venvs else ())
+            if venv["packages"]:
+                wheels.append(WheelSet(venv=str(venv["path"]), python=_python(plan, python), platform=platform,
+                                       requirements=requirements, **pip))
+    if "jupyter" in plan.roles:
+        packages += jupyter.get("packages", [])
+        if variables.get("jupyter_remote_ide"):
+            packages += variables.get("jupyter_remote_ide_packages", jupyter.get("remote_ide_packages", []))
+        wheels.append(WheelSet(
+            venv=str(variables.get("jupyter_venv_path", jupyter.get("venv_path", ""))), python=_python(plan, python),
+            platform=platform, requirements=tuple(variables.get("jupyter_packages", jupyter.get("wheels", []))),
+            index_url=str(variables.get("jupyter_pip_index_url") or ""),
+            find_links=tuple(variables.get("jupyter_pip_find_links", [])),
+            offline=bool(variables.get("jupyter_pip_offline"))))
     return Contents(host=host, release=f"{os_id}-{os_version.split('.')[0] if os_id == 'debian' else os_version}",
                     codename=codename, arch=arch, packages=tuple(dict.fromkeys(packages)),
-                    alternatives=tuple(alternatives), repos=tuple(repos), wheels=wheels)
+                    alternatives=tuple(alternatives), repos=tuple(repos), wheels=tuple(wheels))
 
 
 def _nvidia_driver(variables: Mapping[str, Any], data: Mapping[str, Any]) -> List[Tuple[str, ...]]:
@@ -186,11 +208,11 @@ def missing(contents: Contents, available: Mapping[str, Any], wheel_sets: Mappin
         if contents.alternatives and not _any_alternative(contents.alternatives, names):
             lacking.append("packages " + " or ".join(" ".join(option) for option in contents.alternatives)
                            + f" ({contents.apt_repo})")
-    if contents.wheels is not None:
-        fetched = set(wheel_sets.get(contents.wheels.key, ()))
-        lacking += [f"wheel {req} ({contents.wheels.key})" for req in contents.wheels.requirements
+    for wheels in contents.wheels:
+        fetched = set(wheel_sets.get(wheels.key, ()))
+        lacking += [f"wheel {req} ({wheels.key}, {wheels.venv})" for req in wheels.requirements
                     if req not in fetched]
-    return lacking
+    return list(dict.fromkeys(lacking))
 
 
 def _any_alternative(alternatives: Sequence[Tuple[str, ...]], names: set) -> bool:

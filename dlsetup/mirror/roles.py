@@ -34,6 +34,7 @@ def role_data(distro: str, version: str, ansible: Optional[Path] = None) -> Dict
     driver = {**_load(roles / "nvidia_driver" / "vars" / "main.yml"), **_vars(roles / "nvidia_driver", distro, version)}
     cuda = _load(roles / "cuda_toolkit" / "defaults" / "main.yml")
     storage = _vars(roles / "storage", distro, version)
+    jupyter = _load(roles / "jupyter" / "defaults" / "main.yml")
     return {
         "common": {"packages": common.get("__common_packages", []),
                    "headers_packages": common.get("__common_headers_packages", [])},
@@ -43,6 +44,9 @@ def role_data(distro: str, version: str, ansible: Optional[Path] = None) -> Dict
                           "packaging": driver.get("__nvidia_driver_packaging", ""),
                           "first_unversioned": driver.get("__nvidia_driver_first_unversioned", 590)},
         "cuda_toolkit": {"packages": cuda.get("cuda_toolkit_packages", [])},
+        "jupyter": {"packages": _vars(roles / "jupyter", distro, version).get("__jupyter_packages", []),
+                    "remote_ide_packages": jupyter.get("jupyter_remote_ide_packages", []),
+                    "wheels": jupyter.get("jupyter_packages", []), "venv_path": jupyter.get("jupyter_venv_path", "")},
         # the one package roles/nvidia_container_toolkit/tasks/install.yml installs
         "nvidia_container_toolkit": {"packages": ["nvidia-container-toolkit"]},
     }

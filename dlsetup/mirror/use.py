@@ -129,6 +129,9 @@ def host_variables(mirror: Mirror, base_url: str, contents: Contents) -> Dict[st
         "frameworks_pip_extra_index_urls": [],
         "frameworks_pip_find_links": [],
         "frameworks_pip_offline": False,
+        "jupyter_pip_index_url": f"{base}simple/",
+        "jupyter_pip_find_links": [],
+        "jupyter_pip_offline": False,
     }
     if not release:  # the host needs no apt package (a cache of a fleet that has them): its apt stays as it is
         return variables

@@ -122,10 +122,10 @@ def build_image(dest: Path | None = None, extra_packages: Sequence[str] = (), ho
     the root's single suite. ``root_size``: the root filesystem's size (sparse), for a guest that installs much."""
     dest = dest or image_dir()
     with rootfs.building(dest):
-        return _build_image(dest, extra_packages, host_sources)
+        return _build_image(dest, extra_packages, host_sources, root_size)
 
 
-def _build_image(dest: Path, extra_packages: Sequence[str], host_sources: bool) -> Image:
+def _build_image(dest: Path, extra_packages: Sequence[str], host_sources: bool, root_size: str) -> Image:
     if (dest / "root.img").exists():
         return Image(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +204,9 @@ class VM:
     kernel: Path | None = None  #: kernel and initramfs booted; None: the image's
     initrd: Path | None = None
     cpu: str | None = None  #: qemu's -cpu model; None: qemu's default (x86-64 baseline, no SSE4.2 or AVX)
+    #: no network but this machine's SSH forward: qemu's user network with restrict=on routes nothing out of
+    #: the guest (neither this machine, 10.0.2.2, nor beyond); the forwarded SSH port still reaches the guest
+    isolated: bool = False
 
     @property
     def by_id(self) -> tuple[str, ...]:
@@ -313,7 +316,7 @@ def _qemu_command(vm: VM, overlay: Path) -> list[str]:
         "-kernel", str(vm.kernel or vm.image.kernel), "-initrd", str(vm.initrd or vm.image.initrd),
         "-append", f"root=LABEL={ROOT_LABEL} rw console=ttyS0",
         "-drive", f"file={overlay},format=qcow2,if=virtio",
-        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{vm.port}-:22",
+        "-netdev", f"user,id=n0,{'restrict=on,' if vm.isolated else ''}hostfwd=tcp:127.0.0.1:{vm.port}-:22",
         "-device", "virtio-net-pci,netdev=n0,addr=0x3",  # PCI slot 3: the guest names it ens3
         "-device", "virtio-rng-pci",  # entropy for sshd early in the boot
     ]
@@ -324,19 +327,21 @@ def _qemu_command(vm: VM, overlay: Path) -> list[str]:
 
 
 @contextmanager
-def boot(workdir: Path, image: Image | None = None, cpu: str | None = None) -> Iterator[VM]:
+def boot(workdir: Path, image: Image | None = None, cpu: str | None = None, isolated: bool = False
+         ) -> Iterator[VM]:
     """Boot a VM from a fresh overlay of the cached image and blank data disks; stop it on exit.
 
     ``cpu``: qemu's -cpu model, e.g. "max" (every instruction set extension the emulator has: numpy's and
-    torch's wheels need x86-64-v2, which qemu's default model lacks)."""
+    torch's wheels need x86-64-v2, which qemu's default model lacks). ``isolated``: no network out of the
+    guest, only the SSH forward in (:attr:`VM.isolated`)."""
     image = image or build_image()
     overlay = workdir / "root.qcow2"
     _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "raw", str(overlay)])
     disks = tuple(workdir / f"{serial}.img" for serial in DISK_SERIALS)
     for disk in disks:
         _run(["truncate", "-s", DISK_SIZE, str(disk)])
-    vm = VM(image=image, workdir=workdir, port=_free_port(), disks=disks, overlay=overlay,
-            cpu=cpu)
+    vm = VM(image=image, workdir=workdir, port=_free_port(), disks=disks, overlay=overlay, cpu=cpu,
+            isolated=isolated)
     vm.known_hosts.write_text(f"[127.0.0.1]:{vm.port} {image.host_key.read_text()}")
     with ExitStack() as stack:
         vm._start()

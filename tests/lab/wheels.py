@@ -18,14 +18,27 @@ TORCH_WHEEL = Path(os.environ.get(
 TORCH_REQUIREMENT = "torch==" + TORCH_WHEEL.name.split("-")[1]
 
 
+#: What the jupyter role installs (JupyterLab into its venv, ipykernel into each framework venv).
+JUPYTER_REQUIREMENTS = ("jupyterlab", "ipykernel")
+
+
 def wheelhouse() -> Path:
     """Return a directory with the torch wheel and every wheel it needs, downloading the others once."""
     dest = Path(os.environ.get("DLSETUP_LAB_WHEELS", Path.home() / ".cache" / "dlsetup-lab" / "wheels"))
     with rootfs.building(dest):
-        return _wheelhouse(dest)
+        return _wheelhouse(dest, [str(TORCH_WHEEL)])
 
 
-def _wheelhouse(dest: Path) -> Path:
+def jupyter_wheelhouse() -> Path:
+    """Return a directory with JupyterLab's and ipykernel's wheels for Debian 12's Python (from the index pip
+    is configured with, once), for hosts that install them offline."""
+    dest = Path.home() / ".cache" / "dlsetup-lab" / "wheels-jupyter"
+    with rootfs.building(dest):
+        return _wheelhouse(dest, ["--platform", "manylinux_2_36_x86_64", "--platform", "manylinux2014_x86_64",
+                                  "--implementation", "cp", *JUPYTER_REQUIREMENTS])
+
+
+def _wheelhouse(dest: Path, what: list[str]) -> Path:
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +46,7 @@ def _wheelhouse(dest: Path) -> Path:
     try:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-             "--python-version", "3.11", "--dest", str(work), str(TORCH_WHEEL)],
+             "--python-version", "3.11", "--dest", str(work), *what],
             check=True,
         )
         work.rename(dest)

@@ -1,20 +1,23 @@
-"""JupyterLab on a real Debian 12 VM, used the way a person uses it: ``dlsetup provision --jupyter`` over SSH
-starts the ``dlsetup-jupyter`` service under systemd as the chosen user on loopback only; headless Chromium on
-this machine reaches it through the ``ssh -L`` forward the provision summary prints, logs in on the login page
-with the token from the host's token file, opens the LeNet-5 starter notebook, runs every cell, reads the losses
-from the output area (the loss falls) and keeps a screenshot.
+"""An air-gapped Debian 12 VM made a JupyterLab workstation from a mirror, and used the way a person uses it.
+
+The VM has no network at all: qemu's user network with ``restrict=on`` routes nothing out of the guest, not even
+to this machine; only the forwarded SSH port reaches it. ``dlsetup mirror`` plans it over SSH (CPU plan, PyTorch,
+``--jupyter``) and fetches everything on this machine: the .deb closure from this machine's apt sources, the CPU
+torch wheel and its dependencies from the lab's wheelhouse (lab.wheels), JupyterLab's and ipykernel's wheels
+from a wheelhouse downloaded once from the index pip is configured with; each venv is resolved on its own.
+``dlsetup provision --mirror DIR`` then converges the VM: the folder is served on this machine's loopback and
+reaches the guest through a reverse forward on Ansible's own SSH connection, apt reads only the mirror and pip
+only its index. The ``dlsetup-jupyter`` service runs under systemd as the chosen user on loopback only;
+headless Chromium on this machine reaches it through the ``ssh -L`` forward the provision summary prints, logs
+in on the login page with the token from the host's token file, opens the LeNet-5 starter notebook, runs every
+cell, reads the losses from the output area (the loss falls) and keeps a screenshot.
 
 One VM boots for the module (lab.vm), from an image of its own with what is not under test pre-installed (the
 common role's packages, venv support, python3-apt for Ansible's apt module), booted with qemu's ``-cpu max``:
-numpy's and torch's wheels need x86-64-v2, which qemu's default CPU model lacks. The plan is a CPU one, PyTorch
-only: torch and its dependencies come from the lab's wheelhouse (lab.wheels), served on this machine's 127.0.0.1,
-which the guest reaches as 10.0.2.2 (qemu's user network) and trusts in its pip.conf (pip ignores plain-http
-wheel servers other than localhost without it); JupyterLab and ipykernel come from the package index
-pip is configured with, reached through the guest's NAT with this machine's CA bundle (a TLS-inspecting proxy
-here), as a corporate host would have it. Chromium is the Debian package (/usr/bin/chromium), driven with
-Playwright for Python (no browser of Playwright's own is downloaded).
+numpy's and torch's wheels need x86-64-v2, which qemu's default CPU model lacks. Chromium is the Debian package
+(/usr/bin/chromium), driven with Playwright for Python (no browser of Playwright's own is downloaded).
 
-The module prints its timings with -s (``pytest -m vm tests/test_vm_jupyter.py -s``).
+The module prints its timings with -s (``pytest -m vm tests/test_vm_airgap.py -s``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import pytest
 
 from conftest import missing_tool
-from lab import mirror, wheels
+from lab import wheels
 from lab import vm as vm_lab
 
 pytestmark = pytest.mark.vm
@@ -46,11 +49,8 @@ IMAGE_PACKAGES = ("build-essential", "ca-certificates", "gpg", "pciutils", "pyth
                   "python3-packaging", "python3-apt", "openssl", "iproute2")
 #: torch, its CPU build and its dependencies fill more than the lab image's 3 GB root
 ROOT_SIZE = "4G"
-CA_BUNDLE = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
 CHROMIUM = Path(os.environ.get("DLSETUP_CHROMIUM", "/usr/bin/chromium"))
 USER = "ada"
-#: the local wheel's release (2.13.0): pinned, so pip takes the wheel from the served wheelhouse
-TORCH = wheels.TORCH_WHEEL.name.split("-")[1].split("+")[0]
 #: this machine, as qemu's user network shows it to the guest
 GUEST_HOST = "10.0.2.2"
 TOKEN_FILE = "/etc/dlsetup/jupyter/token.env"
@@ -61,10 +61,10 @@ TIMES: dict[str, float] = {}
 T = TypeVar("T")
 
 
-def _timed(name: str, fn: Callable[..., T], *args: Any) -> T:
+def _timed(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     start = time.monotonic()
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     finally:
         TIMES[name] = time.monotonic() - start
 
@@ -95,7 +95,7 @@ def image(browser_tools: None) -> vm_lab.Image:
 @pytest.fixture(scope="module")
 def vm(image: vm_lab.Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[vm_lab.VM]:
     start = time.monotonic()
-    with vm_lab.boot(tmp_path_factory.mktemp("vm"), image, cpu="max") as machine:
+    with vm_lab.boot(tmp_path_factory.mktemp("vm"), image, cpu="max", isolated=True) as machine:
         TIMES["boot"] = time.monotonic() - start
         yield machine
     print("\ntimings (s):", json.dumps({k: round(v) for k, v in TIMES.items()}))
@@ -105,39 +105,60 @@ def _host(vm: vm_lab.VM) -> str:
     return f"vm-{vm.port}"  # a name of this VM only, so no cached facts of another run apply
 
 
+def _dlsetup(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    run = subprocess.run([sys.executable, "-m", "dlsetup", *args], cwd=REPO, capture_output=True, text=True,
+                         timeout=2400, env=env)
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    return run
+
+
 @pytest.fixture(scope="module")
-def provisioned(vm: vm_lab.VM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The VM after ``dlsetup provision --jupyter``: {"run": the finished process, "work": its folder}."""
-    work = tmp_path_factory.mktemp("jupyter")
-    # the user who works on the VM, and the trust store a corporate host has (pip reaches the index through
-    # this machine's TLS-inspecting proxy)
-    vm.ssh(f"useradd --create-home --shell /bin/bash {USER}")
-    if CA_BUNDLE.is_file():
-        subprocess.run([*vm.ssh_args(), "cat > /etc/ssl/certs/ca-certificates.crt"], input=CA_BUNDLE.read_bytes(),
-                       check=True, timeout=60)
-    # pip ignores wheels served over plain http by any host but localhost ("not a trusted or secure host") and
-    # would take torch's CUDA build from the index instead: the guest trusts the lab's wheel server, as a host
-    # with a plain-http wheel mirror on its network is configured to
-    vm.ssh(f"printf '[global]\\ntrusted-host = {GUEST_HOST}\\n' > /etc/pip.conf")
+def provisioned(vm: vm_lab.VM, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The VM after ``dlsetup mirror`` and ``dlsetup provision --mirror DIR --jupyter``: {"mirror": the mirror
+    run, "run": the provision run, "work": their folder, "sources": the guest's apt sources before}."""
+    work = tmp_path_factory.mktemp("airgap")
+    vm.ssh(f"useradd --create-home --shell /bin/bash {USER}")  # the user who works on the VM
     (work / "hosts.ini").write_text(vm.inventory(_host(vm)))
-    with mirror.serve(wheels.wheelhouse()) as url:
-        links = url.replace("127.0.0.1", GUEST_HOST) + "/"  # this machine, as qemu's NAT shows it to the guest
-        env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "XDG_STATE_HOME": str(work / "state"),
-               "COLUMNS": "200"}
-        command = [sys.executable, "-m", "dlsetup", "provision", "-i", str(work / "hosts.ini"), "--yes", "--json",
-                   "--offline", "--framework", "pytorch", "--torch", TORCH, "--pip-find-links", links,
-                   "--jupyter", "--jupyter-user", USER]
-        run = _timed("provision", lambda: subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                                                          timeout=1800, env=env))
-    yield {"run": run, "work": work}
+    env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "XDG_STATE_HOME": str(work / "state"),
+           "XDG_DATA_HOME": str(work / "data"), "DLSETUP_MIRROR_PORT": str(_free_port()), "COLUMNS": "200"}
+    plan = ("--framework", "pytorch", "--pip-find-links", str(wheels.wheelhouse()),
+            "--pip-find-links", str(wheels.jupyter_wheelhouse()), "--pip-offline", "--jupyter", "--jupyter-user", USER)
+    sources = vm.ssh("cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null", check=False).stdout
+    mirror_run = _timed("mirror", _dlsetup, "mirror", "-i", str(work / "hosts.ini"), "-o", str(work / "mirror"),
+                        *plan, env=env)
+    assert mirror_run.returncode == 0, mirror_run.stderr[-3000:]
+    run = _timed("provision", _dlsetup, "provision", "-i", str(work / "hosts.ini"), "--yes", "--json",
+                 "--mirror", str(work / "mirror"), *plan, env=env)
+    return {"mirror": mirror_run, "run": run, "work": work, "sources": sources}
 
 
-def test_provision_converges(provisioned: dict[str, Any], vm: vm_lab.VM) -> None:
+def test_the_vm_reaches_nothing_but_its_ssh_forward(vm: vm_lab.VM) -> None:
+    """This machine listens on its loopback, which qemu's user network shows the guest as 10.0.2.2 (without
+    restrict=on the guest connects to it, as the kernel test's VM reaches the archive): the guest cannot."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        probe = vm.ssh(f"timeout 20 bash -c 'exec 3<>/dev/tcp/{GUEST_HOST}/{port}'", check=False, timeout=60)
+        assert probe.returncode != 0, probe
+        # the control: the same probe to a port the guest listens on itself succeeds
+        assert vm.ssh("timeout 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/22'", check=False).returncode == 0
+
+
+def test_provision_from_the_mirror_converges(provisioned: dict[str, Any], vm: vm_lab.VM) -> None:
+    manifest = json.loads((provisioned["work"] / "mirror" / "manifest.json").read_text())
+    [host] = manifest["hosts"].values()
+    assert sorted(host["venvs"]) == ["/opt/dlsetup/jupyter", "/opt/dlsetup/venvs/pytorch"], host
     run = provisioned["run"]
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     (summary,) = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert summary["roles"] == ["common", "frameworks", "jupyter"], summary
+    assert "jupyter" in summary["roles"] and "frameworks" in summary["roles"], summary
     assert summary["failed"] == 0 and summary["changed"] > 0, summary
+    torch = vm.ssh("/opt/dlsetup/venvs/pytorch/bin/python -c 'import torch; print(torch.__version__)'", timeout=600)
+    assert torch.stdout.strip() == wheels.TORCH_WHEEL.name.split("-")[1]  # the mirror's CPU wheel
+    # the guest's own apt sources were neither used nor changed
+    after = vm.ssh("cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null", check=False).stdout
+    assert after == provisioned["sources"]
     token = vm.ssh(f"cat {TOKEN_FILE}").stdout.strip().removeprefix("JUPYTER_TOKEN=")
     assert len(token) == 48 and token not in run.stdout + run.stderr
 
@@ -254,7 +275,9 @@ def test_chromium_logs_in_runs_lenet5_and_sees_the_loss_fall(forward: str, vm: v
     assert f"torch {wheels.TORCH_WHEEL.name.split('-')[1]} training on cpu" in text, text[-3000:]
     losses = [float(v) for v in re.findall(r"^step +\d+ +loss ([0-9.]+)$", text, re.M)]
     assert len(losses) >= 3 and losses[-1] < losses[0], text[-3000:]
-    first, last = (float(v) for v in re.search(r"^loss ([0-9.]+) -> ([0-9.]+)$", text, re.M).groups())
+    summary = re.search(r"^loss ([0-9.]+) -> ([0-9.]+)$", text, re.M)
+    assert summary, text[-3000:]
+    first, last = (float(v) for v in summary.groups())
     assert last < first, text[-3000:]
     assert "the loss fell" in text
     assert screenshot.stat().st_size > 10_000
