@@ -10,22 +10,17 @@ a second run changes nothing. The whole cycle, with a real kernel update and a r
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple
 
 import pytest
 
-from dlsetup.runner import link_collection
-from lab import mirror, rootfs, vendor_repos
+from lab import mirror, play, rootfs, vendor_repos
 from lab import vm as vm_lab
 from lab.fixtures import lab_root  # noqa: F401 - pytest fixture
 
-_RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 #: a release no archive carries headers for
 NO_HEADERS = "6.1.0-0-lab-amd64"
 
@@ -55,18 +50,9 @@ def _chroot(target: Path, *args: str) -> str:
 
 def converge(target: Path, tmp: Path, variables: Dict[str, Any]) -> Tuple[int, int, str]:
     """Run nvidia_driver on the chroot; (failed count, changed count, output)."""
-    play = tmp / "play.yml"
-    play.write_text("- hosts: all\n  gather_facts: false\n  roles:\n    - role: dlsetup.workstation.nvidia_driver\n")
-    extra = tmp / "vars.json"
-    extra.write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(link_collection(tmp / "collections")), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_PIPELINING": "True"}
-    run = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{target},",
-                          "-c", "community.general.chroot", "-e", "ansible_python_interpreter=/usr/bin/python3",
-                          "-e", f"@{extra}", str(play)], env=env, capture_output=True, text=True)
-    recap = _RECAP.search(run.stdout)
-    assert recap, run.stdout[-3000:] + run.stderr[-2000:]
-    return int(recap.group(4)), int(recap.group(2)), run.stdout
+    run = play.run_role(target, tmp, "nvidia_driver", variables)
+    assert run.failed >= 0, run.output  # a recap: the play ran
+    return run.failed, run.changed, run.stdout
 
 
 def _variables(vendors: Tuple[str, str], **extra: Any) -> Dict[str, Any]:

@@ -12,24 +12,19 @@ ROCm: the TheRock layout (7.14) and the legacy one (7.2), each from its own stan
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from dlsetup.runner import link_collection
-from lab import rootfs, vendor_repos
+from lab import play, rootfs, vendor_repos
 from lab.fixtures import ServedVendors, lab_root, vendor_mirror  # noqa: F401 - pytest fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 NVIDIA = vendor_repos.load(vendor_repos.NVIDIA)
 ROCM = vendor_repos.load(vendor_repos.ROCM)
-_RECAP = re.compile(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 pytestmark = pytest.mark.lab
 
@@ -43,18 +38,9 @@ def target(lab_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def converge(target: Path, tmp: Path, role: str, variables: Dict[str, Any]) -> Tuple[int, str]:
     """Run one role on the chroot with ``variables``; (changed count, output). Fails the test if it failed."""
-    play = tmp / "play.yml"
-    play.write_text(f"- hosts: all\n  gather_facts: false\n  roles:\n    - role: dlsetup.workstation.{role}\n")
-    extra = tmp / "vars.json"
-    extra.write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(link_collection(tmp / "collections")), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_PIPELINING": "True"}
-    run = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", f"{target},",
-                          "-c", "community.general.chroot", "-e", "ansible_python_interpreter=/usr/bin/python3",
-                          "-e", f"@{extra}", str(play)], env=env, capture_output=True, text=True)
-    recap = _RECAP.search(run.stdout)
-    assert run.returncode == 0 and recap and recap.group(4) == "0", run.stdout[-5000:] + run.stderr[-2000:]
-    return int(recap.group(2)), run.stdout
+    run = play.run_role(target, tmp, role, variables)
+    assert run.rc == 0 and run.failed == 0, run.output
+    return run.changed, run.stdout
 
 
 def installed(target: Path) -> Dict[str, str]:
