@@ -198,3 +198,13 @@ def test_a_healthy_array_of_dlsetup_needs_no_repair(tmp_path):
     assert repairs(profile, propose_layout(profile, request.storage)) == ()
     plan = make_plan(profile, request)  # kept as it is: provision's plan, no refusal
     assert plan.destroys == () and plan.variables["storage_arrays"][0]["members"] == [by_id(d) for d in case.disks]
+
+
+def test_an_array_over_a_disk_outside_the_record_is_no_repair(tmp_path):
+    """md lists a disk dlsetup did not record (someone added it): not the array as asked, no repair."""
+    case = CASES[1]
+    profile = probe(bundle=degraded_bundle(tmp_path, case))
+    (md,) = profile.storage.arrays
+    other = dataclasses.replace(md, members=md.members + (MdMember("nvme9n1", 3),))
+    profile = dataclasses.replace(profile, storage=dataclasses.replace(profile.storage, arrays=(other,)))
+    assert repairs(profile, propose_layout(profile, StorageRequest((parse_array_option(storage_option(case)),)))) == ()
