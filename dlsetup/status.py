@@ -317,6 +317,8 @@ def _torch_build(variables: Mapping[str, Any], venv: Mapping[str, Any], path: st
 
 
 def _arrays(p: HostProfile, variables: Mapping[str, Any]) -> List[Item]:
+    from dlsetup.storage import missing_members
+
     items = []
     mounts = {m.mountpoint: m for m in p.storage.mounts}
     arrays = {a.name: a for a in p.storage.arrays}
@@ -330,8 +332,10 @@ def _arrays(p: HostProfile, variables: Mapping[str, Any]) -> List[Item]:
     for array in arrays.values():
         bad = array.degraded or array.state == "inactive" or any(m.state == "faulty" for m in array.members)
         faulty = [m.device for m in array.members if m.state == "faulty"]
+        missing = missing_members(p, array) if array.degraded else ()  # dlsetup's record names them
         found = (array.state + (" degraded" if array.degraded else "")
-                 + (f", faulty {', '.join(faulty)}" if faulty else ""))
+                 + (f", faulty {', '.join(faulty)}" if faulty else "")
+                 + (f", missing {', '.join(missing)}" if missing else ""))
         if array.sync_action:
             found += f", {array.sync_action} {array.sync_progress_pct or 0:.0f}%"
         fix = ""
@@ -339,6 +343,8 @@ def _arrays(p: HostProfile, variables: Mapping[str, Any]) -> List[Item]:
             fix = (f"mdadm /dev/{array.name} --remove /dev/{faulty[0]} && mdadm /dev/{array.name} --add "
                    "/dev/disk/by-id/<new disk>" if faulty else
                    "mdadm --assemble --scan (array inactive)" if array.state == "inactive" else
+                   "none: md is rebuilding the array onto its new member (watch /proc/mdstat)"
+                   if array.sync_action == "recovery" else
                    f"mdadm /dev/{array.name} --add /dev/disk/by-id/<new disk>")
         items.append(Item(f"array {array.name}", "healthy", found, not bad, fix))
     return items
@@ -447,10 +453,28 @@ def status_of(name: str, profile: HostProfile, installed: Mapping[str, Any], req
     as ``-e`` does for provision) compared with what it has."""
     from dlsetup.plan import make_plan
 
-    plan = make_plan(profile, request, live, today=today)
+    planned, notes = repaired_for_status(profile, request)
+    plan = make_plan(planned, request, live, today=today)
     if extra_vars:
         plan = dataclasses.replace(plan, variables={**plan.variables, **extra_vars})
-    return HostStatus(name, compare(profile, installed, plan), notes=tuple(plan.warnings))
+    return HostStatus(name, compare(profile, installed, plan), notes=tuple(plan.warnings) + notes)
+
+
+def repaired_for_status(profile: HostProfile, request: "Request") -> Tuple[HostProfile, Tuple[str, ...]]:
+    """The host status plans, and a note per array: ``profile`` with each degraded md array dlsetup made
+    for the requested layout (:func:`dlsetup.storage.repairs`) as it is once repaired.
+
+    The planner refuses such an array (provision never re-creates it, nor touches its disks); for status
+    that refusal is drift: the array's item (:func:`_arrays`, on the real profile) names it degraded,
+    its faulty and missing members and the repair, and every other item is still compared."""
+    if request.storage is None:
+        return profile, ()
+    from dlsetup.storage import propose_layout, repaired, repairs
+
+    fixes = repairs(profile, propose_layout(profile, request.storage))
+    notes = tuple(f"storage: {f.md} (made by dlsetup for {f.mountpoint}) is degraded: compared with the plan "
+                  "of the repaired host; provision refuses its disks until it is repaired" for f in fixes)
+    return repaired(profile, fixes), notes
 
 
 def parse_extra_vars(values: Tuple[str, ...]) -> Dict[str, Any]:
@@ -512,8 +536,9 @@ def render(results: Mapping[str, Any]) -> Any:
         items = r.drift if fleet else r.items
         if fleet and not items:
             continue
+        caption = "\n".join([f"compared with {r.basis}", *r.notes]) if not fleet else f"compared with {r.basis}"
         table = Table(title=f"{escape(name)}: {'drift' if r.drift else 'in sync'}", title_justify="left",
-                      caption=f"compared with {r.basis}", caption_justify="left")
+                      caption=escape(caption), caption_justify="left")
         for column in ("", "what", "planned", "found", "fix"):
             table.add_column(column)
         for item in items:

@@ -4,7 +4,9 @@ Pure: works on the probe's :class:`~dlsetup.model.HostProfile`, does no I/O. :fu
 turns a :class:`StorageRequest` into a :class:`StorageLayout` (disks named by ``/dev/disk/by-id``; with no
 disks named, the host's unused fast disks); :func:`refusals` says, per member disk, why writing to it
 would destroy data; :func:`destruction` lists what --destroy-data wipes (disks, md arrays, mount points),
-which the plan hands to the role; :meth:`StorageLayout.variables` gives the ``storage`` role's variables.
+which the plan hands to the role; :meth:`StorageLayout.variables` gives the ``storage`` role's variables;
+:func:`repairs` finds the degraded arrays dlsetup made for a layout, which the plan refuses and
+``dlsetup status`` reports as drift, planning the host as :func:`repaired` says it will be.
 The role repeats the safety check on the target right before it writes, since disks change after a
 probe, and wipes nothing the plan did not list.
 
@@ -18,12 +20,12 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from dlsetup.errors import UsageError
-from dlsetup.model import BlockDevice, HostProfile, MdArray
+from dlsetup.model import BlockDevice, HostProfile, MdArray, MdMember
 
 #: RAID level -> fewest member disks. "single" is one disk without md.
 LEVELS: Mapping[str, int] = {"single": 1, "raid0": 2, "raid1": 2, "raid5": 3, "raid10": 4}
@@ -334,6 +336,70 @@ def _findings(profile: HostProfile, layout: StorageLayout) -> List[Tuple[Refusal
                 continue
             found += [(Refusal(member, reason), dev) for reason in _reasons(dev, profile, children, owners, mine)]
     return found
+
+
+@dataclass(frozen=True)
+class Repair:
+    """An md array dlsetup made exactly as a layout array asks (its record: UUID, level, members) that
+    is degraded. The planner refuses it (provision never re-creates it); ``dlsetup status`` plans the
+    host as it is once the array is repaired (:func:`repaired`) and reports the repair as drift."""
+
+    md: str  #: kernel name, e.g. "md127"
+    mountpoint: str  #: the layout's mount point for it
+    faulty: Tuple[str, ...] = ()  #: kernel names md marks faulty (F)
+    missing: Tuple[str, ...] = ()  #: recorded members (by-id) md no longer lists
+
+
+def missing_members(profile: HostProfile, md: MdArray) -> Tuple[str, ...]:
+    """The members dlsetup recorded for ``md`` (by-id) that md no longer lists; () when not dlsetup's."""
+    uuid = _array_uuid(md, profile)
+    entry = next((r for r in profile.storage.recorded_arrays if r.uuid == uuid), None)
+    if entry is None:
+        return ()
+    names = {d.by_id: d.name for d in profile.storage.devices if d.by_id}
+    listed = {m.device for m in md.members}
+    return tuple(m for m in entry.members if names.get(m) not in listed)
+
+
+def repairs(profile: HostProfile, layout: StorageLayout) -> Tuple[Repair, ...]:
+    """The degraded arrays dlsetup made for ``layout``: recorded with the requested level and members
+    (the shared ``ownership``, as if not degraded), every member md still lists one of those disks, and
+    md says degraded or marks a member faulty. Anything else over the members is no repair."""
+    record = _record(profile)
+    kernel = {d.by_id: d.name for d in profile.storage.devices if d.by_id and d.type == "disk"}
+    found: List[Repair] = []
+    for array in layout.arrays:
+        names = {kernel.get(m) for m in array.members}
+        for md in profile.storage.arrays:
+            faulty = tuple(m.device for m in md.members if m.state == "faulty")
+            listed = {m.device for m in md.members}
+            if not (md.degraded or faulty) or not listed or None in names or not listed <= names:
+                continue
+            if shared().ownership(_array_uuid(md, profile), record, array.level, array.members, False) != "ours":
+                continue
+            missing = tuple(m for m in array.members if kernel[m] not in listed)
+            found.append(Repair(md.name, array.mountpoint, faulty, missing))
+    return tuple(found)
+
+
+def repaired(profile: HostProfile, fixes: Tuple[Repair, ...]) -> HostProfile:
+    """``profile`` as it is once each repair is done: the array whole again over its recorded members
+    (faulty ones replaced, missing ones back), not degraded. For ``dlsetup status`` only, which plans
+    the host as provision would after the repair; provision plans the host as it is and refuses."""
+    if not fixes:
+        return profile
+    kernel = {d.by_id: d.name for d in profile.storage.devices if d.by_id}
+    by_md = {f.md: f for f in fixes}
+    arrays = []
+    for md in profile.storage.arrays:
+        fix = by_md.get(md.name)
+        if fix is not None:
+            members = tuple(replace(m, state="active") if m.state == "faulty" else m for m in md.members)
+            members += tuple(MdMember(kernel[m]) for m in fix.missing)
+            md = replace(md, members=members, degraded=False, devices_active=md.devices_total,
+                         sync_action=None, sync_progress_pct=None)
+        arrays.append(md)
+    return replace(profile, storage=replace(profile.storage, arrays=tuple(arrays)))
 
 
 def destruction(profile: HostProfile, layout: StorageLayout) -> Destruction:

@@ -135,17 +135,26 @@ def test_raid10_converges_then_reboots_only_when_asked(vm: vm_lab.VM, inventory:
     assert vm.ssh("findmnt -n -o SOURCE /data").stdout.strip() in ("/dev/md127", "/dev/md/data")
     assert _sha(vm, "/data/weights.bin /data/ids.txt") == before
 
-    # a member disk fails: dlsetup status finds the array degraded and names the command that fixes it
+    # a member disk fails: dlsetup status finds the array degraded and names the command that fixes it, with
+    # and without the layout (with it, the plan's verdict refuses dlsetup's degraded array: status reports
+    # that as the array's drift, exit 1, and compares the rest with the plan of the repaired host)
     member = Path(vm.ssh(f"readlink -f {vm.by_id[0]}").stdout.strip()).name
     vm.ssh(f"mdadm /dev/md127 --fail /dev/{member} && udevadm settle")
-    drift = subprocess.run([sys.executable, "-m", "dlsetup", "status", "-i", str(inventory), "--offline", "--json"],
-                           capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
-    assert drift.returncode == 1, drift.stdout[-3000:] + drift.stderr[-3000:]
-    items = {i["topic"]: i for i in json.loads(drift.stdout)[_host(vm)]["items"]}
-    degraded = items["array md127"]
-    assert not degraded["ok"] and "degraded" in degraded["found"] and f"faulty {member}" in degraded["found"], degraded
-    assert degraded["fix"].startswith(f"mdadm /dev/md127 --remove /dev/{member} && mdadm /dev/md127 --add "), degraded
+    for layout in ((), ("--storage", f"/data:raid10:ext4:{','.join(vm.by_id)}")):
+        drift = subprocess.run([sys.executable, "-m", "dlsetup", "status", "-i", str(inventory), "--offline", "--json",
+                                *layout], capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+        assert drift.returncode == 1, drift.stdout[-3000:] + drift.stderr[-3000:]
+        doc = json.loads(drift.stdout)[_host(vm)]
+        items = {i["topic"]: i for i in doc["items"]}
+        degraded = items["array md127"]
+        assert not degraded["ok"] and "degraded" in degraded["found"] and f"faulty {member}" in degraded["found"], \
+            degraded
+        assert degraded["fix"].startswith(f"mdadm /dev/md127 --remove /dev/{member} && mdadm /dev/md127 --add "), \
+            degraded
+        if layout:
+            assert items["array /data"]["ok"], items["array /data"]
+            assert any("md127 (made by dlsetup for /data) is degraded" in note for note in doc["notes"]), doc["notes"]
 
 
 #: plant name -> (shell leaving a file $M/f on something built on disk $D, reasons the role must name).
