@@ -130,13 +130,20 @@ def host_vars(plans: Mapping[str, Plan], roots: Mapping[str, Optional[bool]],
     return variables_of
 
 
-def choose_mirror(request: Request, targets: Inventory, hosts: int, no_cache: bool) -> MirrorRun:
+def choose_mirror(request: Request, targets: Inventory, hosts: int, no_cache: bool, extra_vars: Sequence[str] = (),
+                  console: Optional[Console] = None) -> MirrorRun:
     """The mirror a run takes its packages from: ``--mirror``, else the controller's cache for a fleet of two or
-    more hosts (unless ``no_cache``), else none (:func:`dlsetup.mirror.workflow.choose`)."""
+    more hosts (unless ``no_cache``), else none (:func:`dlsetup.mirror.workflow.choose`); ``extra_vars`` the
+    run's ``-e`` values, which must leave the mirror's variables alone."""
     from dlsetup.mirror.workflow import cache_folder, choose
-    from dlsetup.runner import cache_dir
+    from dlsetup.runner import cache_dir, extra_var_names
 
-    return choose(request, hosts, no_cache, cache_folder(cache_dir(), targets.sources))
+    def warn(line: str) -> None:
+        if console is not None:
+            console.print(f"[yellow]warning:[/] {line}")
+
+    return choose(request, hosts, no_cache, cache_folder(cache_dir(), targets.sources), extra_var_names(extra_vars),
+                  warn)
 
 
 def run(books: Sequence[Path], targets: Inventory, plans: Mapping[str, Plan], roots: Mapping[str, Optional[bool]],

@@ -226,9 +226,9 @@ def test_provision_refuses_a_tampered_or_short_mirror_before_any_run(mirror: Pat
     env = {**os.environ, "XDG_STATE_HOME": str(state), "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "XDG_DATA_HOME": str(tmp_path / "data")}
 
-    def provision() -> subprocess.CompletedProcess:
+    def provision(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "dlsetup", "provision", "-i", str(inventory), "--offline",
-                               "--yes", "--mirror", str(mirror)], cwd=REPO, capture_output=True, text=True,
+                               "--yes", "--mirror", str(mirror), *args], cwd=REPO, capture_output=True, text=True,
                               env=env, timeout=300)
 
     short = provision()
@@ -239,8 +239,14 @@ def test_provision_refuses_a_tampered_or_short_mirror_before_any_run(mirror: Pat
         fh.write(b"\0")
     tampered = provision()
     assert tampered.returncode == 2 and "tool-a_1.0_all.deb was changed" in tampered.stderr, tampered.stderr[-2000:]
+    # an -e that sets where the hosts download from would win over the mirror's variables: refused first
+    (tmp_path / "vars.yml").write_text("nvidia_driver_repo_url: https://repo.example.invalid/\n")
+    for extra in ("frameworks_pip_index_url=https://index.example.invalid/simple/", f"@{tmp_path / 'vars.yml'}"):
+        clash = provision("-e", extra)
+        errors = [line for line in clash.stderr.splitlines() if line.startswith("dlsetup: error:")]
+        assert clash.returncode == 2 and len(errors) == 1 and "conflicts with --mirror" in errors[0], clash.stderr
     runs = state / "dlsetup" / "runs"
-    assert not [p.name for p in runs.iterdir() if "site" in p.name] if runs.is_dir() else runs.parent.exists() or True
+    assert not runs.is_dir() or not [p.name for p in runs.iterdir() if "site" in p.name]
 
 
 def test_a_mirror_on_a_web_server_is_checked_through_its_signed_parts(mirror: Path) -> None:
@@ -272,6 +278,13 @@ def test_which_runs_use_a_mirror(tmp_path: Path) -> None:
     assert (given.source, given.fingerprint, given.cached) == ("/srv/mirror", "AB" * 20, False)
     with pytest.raises(UsageError, match="mirror_fingerprint: expected 40 or 64 hex digits"):
         load_request(None, mirror_fingerprint="1234")
+    # -e of a variable the mirror sets: --mirror refuses, the cache stands aside with a warning
+    warnings: list = []
+    with pytest.raises(UsageError, match="-e frameworks_pip_index_url conflicts with --mirror"):
+        choose(load_request(None, mirror="/srv/mirror"), 8, False, cache, ["frameworks_pip_index_url"])
+    assert choose(plain, 8, False, cache, ["cuda_toolkit_repo_key_url"], warnings.append).source is None
+    assert warnings and "cuda_toolkit_repo_key_url" in warnings[0]
+    assert choose(plain, 8, False, cache, ["nvidia_driver_branch"], warnings.append).cached  # not the mirror's
 
 
 def test_the_reverse_forward_keeps_the_inventorys_own_ssh_arguments(mirror: Path) -> None:

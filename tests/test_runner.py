@@ -242,3 +242,13 @@ def test_extra_vars_files_are_private(tmp_path: Path) -> None:
     assert {f.stat().st_mode & 0o777 for f in files} == {0o600}
     assert (tmp_path / "vars").stat().st_mode & 0o777 == 0o700
     assert not any("pw=x" in a for a in args)
+
+
+def test_extra_var_names_as_ansible_reads_them(tmp_path: Path) -> None:
+    from dlsetup.runner import extra_var_names
+
+    (tmp_path / "v.yml").write_text("a_var: 1\nb_var: [x]\n")
+    (tmp_path / "list.yml").write_text("- not a mapping\n")
+    names = extra_var_names(["k1=v k2='two words'", '{"j": 1}', f"@{tmp_path / 'v.yml'}",
+                             f"@{tmp_path / 'list.yml'}", f"@{tmp_path / 'absent.yml'}"])
+    assert names == ["k1", "k2", "j", "a_var", "b_var"]

@@ -78,7 +78,7 @@ def provision(inventory: Optional[Path], limit: Optional[str], retry_failed: boo
 
     run_options = RunOptions(check=check, diff=diff, tags=tags, skip_tags=skip_tags, limit=limit,
                              extra_vars=checked_vars, become=become)
-    mirror = provisioning.choose_mirror(request, targets, len(plans), no_cache)
+    mirror = provisioning.choose_mirror(request, targets, len(plans), no_cache, checked_vars, Console(stderr=True))
     result = provisioning.run(playbooks, targets, plans, roots, failures, run_options, reboot, Console(stderr=True),
                               mirror)
     print_summary(result, Console(stderr=True))

@@ -117,6 +117,18 @@ def verify_remote(url: str, pinned: Optional[str]) -> Mirror:
         return Mirror(root, fingerprint, manifest)
 
 
+#: every variable :func:`host_variables` sets: an ``-e`` of one of them would win over the mirror's (Ansible's
+#: extra vars take precedence over inventory variables) and send the hosts past the mirror
+MIRROR_VARIABLES = frozenset({
+    "frameworks_pip_index_url", "frameworks_pip_vendor_indexes", "frameworks_pip_extra_index_urls",
+    "frameworks_pip_find_links", "frameworks_pip_offline", "jupyter_pip_index_url", "jupyter_pip_find_links",
+    "jupyter_pip_offline", "mirror_sources_url", "mirror_sources_key", "mirror_sources_fingerprint",
+    "mirror_sources_release", "dlsetup_mirror_apt_config",
+    *(f"{prefix}_{part}" for prefix in REPO_PREFIXES.values() for part in ("url", "suite", "key_url",
+                                                                             "key_fingerprint")),
+})
+
+
 def host_variables(mirror: Mirror, base_url: str, contents: Contents) -> Dict[str, Any]:
     """The variables that make one host's roles take everything from the mirror at ``base_url``."""
     base = base_url.rstrip("/") + "/"

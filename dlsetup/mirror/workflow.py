@@ -123,11 +123,26 @@ class MirrorRun:
     cached: bool = False  #: the mirror is the controller's cache, built for this run
 
 
-def choose(request: Any, hosts: int, no_cache: bool, cache: Path) -> MirrorRun:
-    """The mirror a provision run uses: the one asked for, else the controller's cache for a fleet."""
+def choose(request: Any, hosts: int, no_cache: bool, cache: Path, extra_vars: Sequence[str] = (),
+           warn: Callable[[str], None] = lambda line: None) -> MirrorRun:
+    """The mirror a provision run uses: the one asked for, else the controller's cache for a fleet.
+
+    ``extra_vars`` (the run's ``-e`` names) must not set what the mirror sets: Ansible's extra vars win over the
+    mirror's variables and would send the hosts past it. With ``--mirror`` that is refused (an air-gapped host
+    would fail mid-run); the cache is left out instead, with a line to ``warn``."""
+    from dlsetup.mirror.use import MIRROR_VARIABLES
+
+    clash = sorted(set(extra_vars) & MIRROR_VARIABLES)
     if request.mirror:
+        if clash:
+            raise UsageError(f"-e {clash[0]} conflicts with --mirror: the mirror sets it, so that the hosts take "
+                             "every package and wheel from the mirror (drop the -e, or the --mirror)")
         return MirrorRun(request.mirror, request.mirror_fingerprint)
     if hosts >= CACHE_MIN_HOSTS and not no_cache:
+        if clash:
+            warn(f"no controller-side cache: -e {clash[0]} sets where the hosts download from, so each host "
+                 "downloads for itself")
+            return MirrorRun(None)
         return MirrorRun(str(cache), None, cached=True)
     return MirrorRun(None)
 

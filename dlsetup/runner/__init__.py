@@ -27,7 +27,7 @@ from dlsetup.errors import UsageError
 from dlsetup.runner.results import HostResult, RunResult, Tally, TaskFailure
 
 __all__ = ["COLLECTION", "HostResult", "RunOptions", "RunResult", "TaskFailure", "ansible_dir", "cache_dir",
-           "extra_vars_files", "link_collection", "list_inventory", "run_playbooks"]
+           "extra_var_names", "extra_vars_files", "link_collection", "list_inventory", "run_playbooks"]
 
 _log = logging.getLogger("dlsetup.runner")
 
@@ -84,6 +84,28 @@ def extra_vars_files(values: Sequence[str], directory: Path) -> List[str]:
             fh.write(text)
         args += ["--extra-vars", f"@{path}"]
     return args
+
+
+def extra_var_names(values: Sequence[str]) -> List[str]:
+    """The variable names the ``-e`` ``values`` set (a file's top-level keys, as Ansible reads it: YAML or
+    JSON); a file or value that is no mapping sets none that dlsetup can name (Ansible itself refuses it)."""
+    import yaml
+    from ansible.parsing.splitter import parse_kv
+
+    names: List[str] = []
+    for value in values:
+        try:
+            if value.startswith("@"):
+                data = yaml.safe_load(Path(value[1:]).read_text(encoding="utf-8"))
+            elif value.lstrip()[:1] in ("{", "["):
+                data = yaml.safe_load(value)
+            else:
+                data = parse_kv(value)
+        except (OSError, yaml.YAMLError, ValueError):
+            continue
+        if isinstance(data, dict):
+            names += [str(key) for key in data]
+    return names
 
 
 def check_extra_vars(values: Sequence[str]) -> Tuple[str, ...]:
