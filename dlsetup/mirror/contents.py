@@ -44,6 +44,7 @@ class WheelSet:
     vendor_indexes: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  #: (url, projects) fetched from that index alone
     find_links: Tuple[str, ...] = ()
     offline: bool = False
+    trusted_hosts: Tuple[str, ...] = ()  #: pip --trusted-host: the plain-http hosts the plan's pip may use
 
     @property
     def key(self) -> str:
@@ -142,7 +143,8 @@ def plan_contents(host: str, plan: Any, os_id: str, os_version: str, codename: s
             vendor_indexes=tuple((str(v["url"]), tuple(v["projects"]))
                                  for v in variables.get("frameworks_pip_vendor_indexes", [])),
             find_links=tuple(variables.get("frameworks_pip_find_links", [])),
-            offline=bool(variables.get("frameworks_pip_offline")))
+            offline=bool(variables.get("frameworks_pip_offline")),
+            trusted_hosts=tuple(variables.get("frameworks_pip_trusted_hosts", [])))
     return Contents(host=host, release=f"{os_id}-{os_version.split('.')[0] if os_id == 'debian' else os_version}",
                     codename=codename, arch=arch, packages=tuple(dict.fromkeys(packages)),
                     alternatives=tuple(alternatives), repos=tuple(repos), wheels=wheels)
