@@ -169,7 +169,8 @@ def test_the_mirror_downloads_with_the_trusted_hosts():
 def test_status_suggests_pip_with_the_trusted_hosts():
     from dlsetup.status import _pip_fix
 
-    variables = {"frameworks_pip_index_url": "http://mirror.lan/simple/", "frameworks_pip_trusted_hosts": ["mirror.lan"]}
+    variables = {"frameworks_pip_index_url": "http://mirror.lan/simple/",
+                 "frameworks_pip_trusted_hosts": ["mirror.lan"]}
     assert _pip_fix(variables, "/opt/v", "torch==2.13.0").endswith(
         "--index-url http://mirror.lan/simple/ --trusted-host mirror.lan")
 
