@@ -129,6 +129,17 @@ def test_the_cli_refuses_in_one_line_exit_2():
     assert "--pip-trusted-host 10.0.0.5" in done.stderr
 
 
+@pytest.mark.parametrize("command", [("plan", "--from-bundle", "/nonexistent/bundle"),
+                                     ("provision", "-i", "/nonexistent/inventory", "--yes"),
+                                     ("mirror", "-i", "/nonexistent/inventory", "-o", "/nonexistent/mirror")])
+def test_a_fleet_is_refused_once_before_any_host_is_probed(command):
+    """The request is refused as it is read: not per host after probing each (no bundle, no inventory here:
+    reading either would be another error)."""
+    done = _dlsetup(*command, "--pip-find-links", "http://10.0.0.5:8000/wheels/")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "--pip-trusted-host 10.0.0.5" in done.stderr, done.stderr
+
+
 def test_provision_refuses_before_changing_anything(tmp_path):
     done = _dlsetup("provision", "--offline", "--check", "--pip-index-url", "http://mirror.lan/simple/")
     assert done.returncode == 2, done.stdout + done.stderr

@@ -346,4 +346,8 @@ def load_request(config: Optional[Path] = None, **cli_values: Any) -> Request:
         if "storage" not in values:
             raise UsageError("--destroy-data applies to a storage layout: add --storage or a storage: section")
         values["storage"] = dataclasses.replace(values["storage"], destroy_data=True)
-    return Request(**values)
+    request = Request(**values)
+    untrusted = pip_trust_problem(request)  # the same for every host: refused once, before any host is probed
+    if untrusted:
+        raise UsageError(untrusted)
+    return request
