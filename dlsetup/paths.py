@@ -254,8 +254,16 @@ def _same_host(host: str, trusted: str) -> bool:
         return host.lower() == trusted.lower()
 
 
-#: what pip trusts over plain http without being told (pip's SECURE_ORIGINS)
+#: what pip trusts over plain http without being told (pip's SECURE_ORIGINS): localhost and these
 _LOOPBACK_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost"
+    return any(address in network for network in _LOOPBACK_NETWORKS)
 
 
 def pip_ignores(url: str, trusted_hosts: Iterable[str] = ()) -> Optional[str]:
@@ -270,7 +278,7 @@ def pip_ignores(url: str, trusted_hosts: Iterable[str] = ()) -> Optional[str]:
         return None  # not a URL pip could use at all: the URL checks above refuse it
     if parts.scheme.lower() != "http" or not host:
         return None
-    if host == "localhost" or _same_host_any(host, _LOOPBACK_NETWORKS):
+    if _is_loopback(host):
         return None
     for entry in trusted_hosts:
         try:
@@ -280,11 +288,3 @@ def pip_ignores(url: str, trusted_hosts: Iterable[str] = ()) -> Optional[str]:
         if trusted and _same_host(host, trusted) and (trusted_port is None or trusted_port == port):
             return None
     return host
-
-
-def _same_host_any(host: str, networks: Iterable["ipaddress.IPv4Network | ipaddress.IPv6Network"]) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
