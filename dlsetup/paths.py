@@ -41,11 +41,18 @@ directory or an ancestor.
 ``file:///`` URL of a local directory (a mirror on disk), at most 2048 characters, without blanks or
 control characters. **Find-links** entries are such a URL or an absolute directory (blanks allowed:
 they reach pip quoted).
+
+**Plain http** is secure to pip only on loopback (``localhost``, ``127.0.0.0/8``, ``::1``) or on a host given
+with ``--trusted-host`` (``--pip-trusted-host``: ``HOST`` or ``HOST:PORT``, as pip parses it). pip *ignores*
+any other http index or find-links location with a warning and goes on with the indexes it has left (its
+default one, when the ignored URL was the only one): :func:`pip_ignores` says which URL pip would ignore,
+exactly as pip's ``PipSession.is_secure_origin`` decides, so that dlsetup refuses it instead.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 import reprlib
 from typing import Iterable, Optional, Tuple
@@ -211,3 +218,73 @@ def find_links(value: object) -> str:
     if not value.startswith("/") or len(value) > MAX_PATH or re.search(r"[\x00-\x1f\x7f]", value):
         raise UsageError(f"pip find-links {quote(value)} must be an absolute directory or a URL")
     return value
+
+
+def _host_port(netloc: str) -> Tuple[Optional[str], Optional[int]]:
+    """pip's ``parse_netloc``: host and port of ``HOST[:PORT]``, a bare IPv6 address bracketed first."""
+    if netloc.count(":") >= 2 and "@" not in netloc and "[" not in netloc:
+        netloc = f"[{netloc}]"
+    url = urlsplit(f"https://{netloc}")
+    return url.hostname, url.port  # port: a ValueError when it is not a number in 0-65535
+
+
+def trusted_host(value: object) -> str:
+    """One ``--pip-trusted-host`` entry, as pip's ``--trusted-host`` takes it: ``HOST`` (every port) or
+    ``HOST:PORT``; an IPv6 address bare or in brackets."""
+    if not isinstance(value, str):
+        raise UsageError(f"pip trusted host: expected HOST or HOST:PORT, got {quote(value)}")
+    text = value.strip()
+    bad = (not text or len(text) > 255 or _BLANK_OR_CONTROL.search(text) is not None
+           or any(c in text for c in "/@?#\\"))
+    try:
+        host, _ = (None, None) if bad else _host_port(text)
+    except ValueError:
+        host = None
+    if not host:
+        raise UsageError(f"pip trusted host {quote(text)} is not HOST or HOST:PORT (a host, not a URL: "
+                         f"e.g. mirror.lan or mirror.lan:8080)")
+    return text
+
+
+def _same_host(host: str, trusted: str) -> bool:
+    """pip's host test: an address against the trusted one as a network (one address), else names, any case."""
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(trusted)
+    except ValueError:
+        return host.lower() == trusted.lower()
+
+
+#: what pip trusts over plain http without being told (pip's SECURE_ORIGINS): localhost and these
+_LOOPBACK_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost"
+    return any(address in network for network in _LOOPBACK_NETWORKS)
+
+
+def pip_ignores(url: str, trusted_hosts: Iterable[str] = ()) -> Optional[str]:
+    """The host of ``url`` when pip would ignore that index or find-links location: a plain ``http://`` URL
+    whose host is neither loopback nor one of ``trusted_hosts`` (pip's ``--trusted-host`` values, matched as
+    pip matches them: the host, and the port when the entry names one). None for https, file URLs, local
+    paths, loopback and trusted hosts."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return None  # not a URL pip could use at all: the URL checks above refuse it
+    if parts.scheme.lower() != "http" or not host:
+        return None
+    if _is_loopback(host):
+        return None
+    for entry in trusted_hosts:
+        try:
+            trusted, trusted_port = _host_port(entry)
+        except ValueError:
+            continue
+        if trusted and _same_host(host, trusted) and (trusted_port is None or trusted_port == port):
+            return None
+    return host

@@ -243,9 +243,10 @@ def _valid(spec: str) -> bool:
 def _pip_fix(variables: Mapping[str, Any], venv: str, spec: str) -> str:
     args = [f"{venv.rstrip('/')}/bin/pip", "install", "--force-reinstall", f"'{spec}'"]
     name = canonicalize_name(Requirement(spec).name) if _valid(spec) else ""
+    trusted = [f"--trusted-host {host}" for host in variables.get("frameworks_pip_trusted_hosts") or ()]
     for index in variables.get("frameworks_pip_vendor_indexes") or ():
         if isinstance(index, dict) and name in {canonicalize_name(str(x)) for x in index.get("projects") or ()}:
-            return " ".join(args + ["--index-url", str(index.get("url"))])  # the vendor's index alone
+            return " ".join(args + ["--index-url", str(index.get("url"))] + trusted)  # the vendor's index alone
     if variables.get("frameworks_pip_index_url"):
         args += ["--index-url", str(variables["frameworks_pip_index_url"])]
     for url in variables.get("frameworks_pip_extra_index_urls") or ():
@@ -254,7 +255,7 @@ def _pip_fix(variables: Mapping[str, Any], venv: str, spec: str) -> str:
         args += ["--find-links", str(links)]
     if variables.get("frameworks_pip_offline"):
         args.append("--no-index")
-    return " ".join(args)
+    return " ".join(args + trusted)
 
 
 def _venvs(variables: Mapping[str, Any], installed: Mapping[str, Any]) -> List[Item]:

@@ -28,6 +28,9 @@ from dlsetup.errors import UsageError
 @click.option("--pip-index-url", help="pip index (a mirror); vendor indexes are then not added.")
 @click.option("--pip-find-links", multiple=True, help="Directory or URL with wheels (repeatable).")
 @click.option("--pip-offline", is_flag=True, default=None, help="Install only from --pip-find-links.")
+@click.option("--pip-trusted-host", "pip_trusted_hosts", multiple=True, metavar="HOST[:PORT]",
+              help="A plain-http --pip-index-url or --pip-find-links host pip may use (repeatable); "
+                   "https and localhost need none.")
 @click.option("--venv", "venv_path", help="One venv for every framework, here (implies --shared-venv).")
 @click.option("--shared-venv", is_flag=True, default=None,
               help="One venv for every framework (default /opt/dlsetup/venv) instead of one per framework.")

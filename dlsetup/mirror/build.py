@@ -265,17 +265,19 @@ def _split_vendor(wheels: WheelSet) -> List[Tuple[List[str], List[str], str]]:
     index alone for its projects, then the rest from the user's index, find-links or nothing else."""
     runs = []
     rest = list(wheels.requirements)
+    trusted = [f"--trusted-host={host}" for host in wheels.trusted_hosts]  # every run, as the role's
     if not wheels.offline:
         for url, projects in wheels.vendor_indexes:
             pattern = re.compile(r"(?i)^\s*(" + "|".join(map(re.escape, projects)) + r")\s*([\[(=<>!~;@ ]|$)")
             mine = [req for req in rest if pattern.search(req)]
             rest = [req for req in rest if req not in mine]
             if mine:
-                runs.append((mine, ["--index-url", url], url))
+                runs.append((mine, ["--index-url", url, *trusted], url))
     if rest:
         options: List[str] = ["--index-url", wheels.index_url] if wheels.index_url else []
         options += [f"--find-links={link}" for link in wheels.find_links]
         options += ["--no-index"] if wheels.offline else []
+        options += trusted
         origin = wheels.index_url or (", ".join(wheels.find_links) if wheels.offline else "pip's configured index")
         runs.append((rest, options, origin))
     return runs

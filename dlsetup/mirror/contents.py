@@ -48,6 +48,7 @@ class WheelSet:
     vendor_indexes: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  #: (url, projects) fetched from that index alone
     find_links: Tuple[str, ...] = ()
     offline: bool = False
+    trusted_hosts: Tuple[str, ...] = ()  #: pip --trusted-host: the plain-http hosts the plan's pip may use
 
     @property
     def key(self) -> str:
@@ -146,7 +147,8 @@ def plan_contents(host: str, plan: Any, os_id: str, os_version: str, codename: s
                "vendor_indexes": tuple((str(v["url"]), tuple(v["projects"]))
                                        for v in variables.get("frameworks_pip_vendor_indexes", [])),
                "find_links": tuple(variables.get("frameworks_pip_find_links", [])),
-               "offline": bool(variables.get("frameworks_pip_offline"))}
+               "offline": bool(variables.get("frameworks_pip_offline")),
+               "trusted_hosts": tuple(variables.get("frameworks_pip_trusted_hosts", []))}
         venvs = variables.get("frameworks_venvs") or [
             {"path": variables.get("frameworks_venv_path", ""), "packages": variables.get("frameworks_packages", [])}]
         for venv in venvs:
@@ -164,7 +166,8 @@ def plan_contents(host: str, plan: Any, os_id: str, os_version: str, codename: s
             platform=platform, requirements=tuple(variables.get("jupyter_packages", jupyter.get("wheels", []))),
             index_url=str(variables.get("jupyter_pip_index_url") or ""),
             find_links=tuple(variables.get("jupyter_pip_find_links", [])),
-            offline=bool(variables.get("jupyter_pip_offline"))))
+            offline=bool(variables.get("jupyter_pip_offline")),
+            trusted_hosts=tuple(variables.get("jupyter_pip_trusted_hosts", []))))
     return Contents(host=host, release=f"{os_id}-{os_version.split('.')[0] if os_id == 'debian' else os_version}",
                     codename=codename, arch=arch, packages=tuple(dict.fromkeys(packages)),
                     alternatives=tuple(alternatives), repos=tuple(repos), wheels=tuple(wheels))

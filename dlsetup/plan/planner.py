@@ -41,7 +41,8 @@ from dlsetup.plan.compat import (
     next_lines,
     vtuple,
 )
-from dlsetup.plan.request import FRAMEWORKS, Request, keras_backend, listen_is_loopback, venv_paths
+from dlsetup.plan.request import (FRAMEWORKS, Request, keras_backend, listen_is_loopback, pip_trust_problem,
+                                  venv_paths)
 from dlsetup.storage import destruction, propose_layout, refusals
 
 #: the order in which playbooks/site.yml applies roles
@@ -292,6 +293,9 @@ class _Planner:
     def check_request(self) -> None:
         if self.request.pip_offline and not self.request.pip_find_links:
             raise PlanConflict("--pip-offline installs only from --pip-find-links: give at least one")
+        untrusted = pip_trust_problem(self.request)
+        if untrusted:
+            raise PlanConflict(untrusted)
         if not self.request.frameworks:
             raise PlanConflict("no framework requested: use --framework pytorch, tensorflow or jax")
         retired = {r.name: r for r in self.data.retired}
@@ -1132,6 +1136,7 @@ class _Planner:
             "frameworks_pip_vendor_indexes": self.variables.get("frameworks_pip_vendor_indexes", []),
             "frameworks_pip_find_links": list(r.pip_find_links),
             "frameworks_pip_offline": r.pip_offline,
+            "frameworks_pip_trusted_hosts": list(r.pip_trusted_hosts),
         })
 
     def plan_venvs(self) -> List[Dict[str, Any]]:
@@ -1184,6 +1189,7 @@ class _Planner:
             "jupyter_pip_index_url": r.pip_index_url or "",
             "jupyter_pip_find_links": list(r.pip_find_links),
             "jupyter_pip_offline": r.pip_offline,
+            "jupyter_pip_trusted_hosts": list(r.pip_trusted_hosts),
         })
         where = "loopback only: reach it with ssh -L" if listen_is_loopback(r.jupyter_listen) else (
             f"TLS ({'a certificate generated on the host' if tls == 'self-signed' else 'the certificate given'})")

@@ -46,6 +46,7 @@ class Request:
     pip_index_url: Optional[str] = None
     pip_find_links: Tuple[str, ...] = ()
     pip_offline: bool = False  #: install only from pip_find_links (pip --no-index)
+    pip_trusted_hosts: Tuple[str, ...] = ()  #: pip --trusted-host: plain-http index/find-links hosts pip may use
     venv_path: str = DEFAULT_VENV
     storage: Optional[StorageRequest] = None  #: arrays for datasets and checkpoints; none: no storage role
     offline: bool = False  #: plan from the shipped tables only: do not ask the package indexes
@@ -73,7 +74,8 @@ _FORMATS = {
     "python": (_X_Y, "3.12"),
 }
 _FIELDS = {f.name for f in dataclasses.fields(Request)}
-_ALIASES = {"framework": "frameworks", "venv": "venv_path", "pip_find_link": "pip_find_links"}
+_ALIASES = {"framework": "frameworks", "venv": "venv_path", "pip_find_link": "pip_find_links",
+            "pip_trusted_host": "pip_trusted_hosts"}
 #: a user name as useradd takes it (Debian's NAME_REGEX, which also admits capitals)
 _USER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.-]{0,31}$")
 #: CLI-only: --destroy-data, folded into the storage request (the config file says storage: destroy_data)
@@ -151,7 +153,7 @@ def _storage(value: Any, from_file: bool) -> StorageRequest:
 
 
 def _normalise(name: str, value: Any) -> Any:
-    if name in ("frameworks", "pip_find_links", "container_runtimes"):
+    if name in ("frameworks", "pip_find_links", "container_runtimes", "pip_trusted_hosts"):
         value = _as_tuple(name, value)
         if name == "frameworks":
             value = tuple(dict.fromkeys(v.strip().lower() for v in value))
@@ -161,6 +163,8 @@ def _normalise(name: str, value: Any) -> Any:
                 raise UsageError(f"container runtime {quote(unknown[0])} is unknown: use {', '.join(RUNTIMES)}")
         if name == "pip_find_links":
             value = tuple(paths.find_links(v) for v in value)
+        if name == "pip_trusted_hosts":
+            value = tuple(dict.fromkeys(paths.trusted_host(v) for v in value))
         return value
     if name in ("container_toolkit", "pip_offline", "offline", "hold_kernel", "shared_venv", "jupyter",
                 "jupyter_self_signed"):
@@ -216,6 +220,23 @@ def venv_paths(request: Request) -> Tuple[str, ...]:
     if request.shared_venv:
         return (request.venv_path,)
     return tuple(f"{request.venv_root}/{f}" for f in request.frameworks)
+
+
+def pip_trust_problem(request: Request) -> Optional[str]:
+    """Why pip on the hosts would ignore an index or find-links URL of ``request`` (one line naming the URL
+    and the fix), or None. pip skips a plain-http location whose host is not loopback and not a
+    --trusted-host with a warning only, and installs from whatever index it has left (its default one beside
+    find-links): a build other than the one served (:func:`dlsetup.paths.pip_ignores`)."""
+    locations = [("--pip-index-url", request.pip_index_url or "")]
+    locations += [("--pip-find-links", link) for link in request.pip_find_links]
+    if request.mirror:
+        locations.append((f"--mirror {request.mirror}: its pip index", request.mirror.rstrip("/") + "/simple/"))
+    for option, url in locations:
+        host = paths.pip_ignores(url, request.pip_trusted_hosts)
+        if host is not None:
+            return (f"{option} {url} is plain http to {host}, a host pip does not trust: pip would skip it and "
+                    f"take the packages from its other indexes. Use https, or pass --pip-trusted-host {host}")
+    return None
 
 
 def jupyter_listen(value: Any) -> str:
@@ -325,4 +346,8 @@ def load_request(config: Optional[Path] = None, **cli_values: Any) -> Request:
         if "storage" not in values:
             raise UsageError("--destroy-data applies to a storage layout: add --storage or a storage: section")
         values["storage"] = dataclasses.replace(values["storage"], destroy_data=True)
-    return Request(**values)
+    request = Request(**values)
+    untrusted = pip_trust_problem(request)  # the same for every host: refused once, before any host is probed
+    if untrusted:
+        raise UsageError(untrusted)
+    return request
