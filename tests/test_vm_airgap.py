@@ -240,9 +240,9 @@ def test_chromium_logs_in_runs_lenet5_and_sees_the_loss_fall(forward: str, vm: v
     start = time.monotonic()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(120_000)
             # the server sends the browser to its login page; a wrong token keeps it there
             page.goto(forward)
             assert "/login" in page.url, page.url
@@ -256,9 +256,11 @@ def test_chromium_logs_in_runs_lenet5_and_sees_the_loss_fall(forward: str, vm: v
             page.goto(f"{base}/lab/tree/{NOTEBOOK}")
             notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
             expect(notebook.locator(".jp-Cell").first).to_be_visible(timeout=300_000)
-            # the notebook opens in its kernel (pytorch), which starts and goes idle
-            idle = notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-            expect(idle.first).to_be_attached(timeout=300_000)
+            # the notebook opens in its kernel (pytorch), which starts and goes idle: as a person does, wait for
+            # the status bar's "| Idle" (cells run while it still says "Connecting" are queued and can be lost;
+            # the toolbar's execution indicator says idle before the kernel is connected)
+            idle = page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\| Idle$"))
+            expect(idle.first).to_be_visible(timeout=300_000)
             TIMES["browser: open"] = time.monotonic() - start
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.locator(".lm-Menu").get_by_text("Run All Cells", exact=True).click()
@@ -268,6 +270,10 @@ def test_chromium_logs_in_runs_lenet5_and_sees_the_loss_fall(forward: str, vm: v
             done.first.scroll_into_view_if_needed()
             page.screenshot(path=str(screenshot))
             text = _outputs(page)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failed.png"))  # what the browser showed when it failed
+            print(f"\nscreenshot of the failure: {tmp_path / 'failed.png'}")
+            raise
         finally:
             browser.close()
     print(f"\nscreenshot: {screenshot}")
