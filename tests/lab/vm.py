@@ -136,12 +136,13 @@ def _build_image(dest: Path, extra_packages: Sequence[str], host_sources: bool, 
         (root / "usr" / "sbin" / "policy-rc.d").chmod(0o755)
         env = "DEBIAN_FRONTEND=noninteractive"
         with _chroot_mounts(root):
+            # with this machine's sources from the start, so that the kernel is the one the extra packages
+            # (its headers, dkms) follow: one kernel in the image, not the root suite's and the updates' one
+            if host_sources:
+                _copy_host_sources(root)
             _run(["chroot", str(root), "apt-get", "update", "-qq"])
             _run(["chroot", str(root), "env", env, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
                   *PACKAGES])
-            if host_sources:
-                _copy_host_sources(root)
-                _run(["chroot", str(root), "apt-get", "update", "-qq"])
             if extra_packages:
                 release = next((root / "boot").glob("vmlinuz-*")).name.removeprefix("vmlinuz-")
                 _run(["chroot", str(root), "env", env, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
