@@ -108,6 +108,8 @@ def test_the_mirror_fetches_from_the_sites_repository(fresh, tmp_path: Path) -> 
     ("repositories:\n  cuda:\n    url: ftp://m.example/\n", "repositories: cuda: url: expected an http(s)://"),
     ("repositories:\n  cuda:\n    url: https://m.example/{distro}/\n",
      "repositories: cuda: url: unknown placeholder '{distro}'"),
+    ("repositories:\n  cuda:\n    url: https://m.example/{rocm_version}/\n",
+     "repositories: cuda: url: unknown placeholder '{rocm_version}'"),
     ("repositories:\n  cuda:\n    url: https://m.example/{cuda_repo/\n",
      "repositories: cuda: url: unbalanced { or } in"),
     ("repositories:\n  cuda: https://m.example/\n", "repositories: cuda: expected a mapping of url"),
@@ -131,3 +133,25 @@ def test_a_plan_with_a_site_repository_is_json(fresh, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     plan = json.loads(run.stdout)  # the H100 keeps its loaded driver: no repository, so no decision about one
     assert "repository" not in {d["topic"] for d in plan["decisions"]}
+
+
+def test_rocm_from_the_sites_repository_in_both_layouts(tmp_path: Path) -> None:
+    from test_plan import MI300X
+
+    url = "https://nexus.example.internal/rocm/{rocm_version}/"
+    legacy = make_plan(MI300X, load_request(_config(tmp_path, f"repositories:\n  rocm:\n    url: {url}\n"),
+                                            rocm="7.2")).variables
+    assert (legacy["rocm_repo_url"], legacy["rocm_repo_suite"]) == ("https://nexus.example.internal/rocm/7.2/",
+                                                                     "jammy")
+    assert legacy["rocm_repo_key_fingerprint"] == compat.load().repositories["rocm"].key_fingerprint
+    # TheRock: the role knows the vendor's repositories; the site's URL (and its key, when given) stays
+    therock = make_plan(MI300X, load_request(_config(tmp_path, f"repositories:\n  rocm:\n    url: {url}\n"))).variables
+    assert therock["rocm_layout"] == "therock"
+    assert {k: v for k, v in therock.items() if k.startswith("rocm_repo_")} == {
+        "rocm_repo_url": "https://nexus.example.internal/rocm/10.0/"}
+    keyed = make_plan(MI300X, load_request(_config(
+        tmp_path, f"repositories:\n  rocm:\n    url: {url}\n    key_url: {url}key.asc\n"
+                  f"    key_fingerprint: {SITE_FP}\n"))).variables
+    assert {k: v for k, v in keyed.items() if k.startswith("rocm_repo_")} == {
+        "rocm_repo_url": "https://nexus.example.internal/rocm/10.0/",
+        "rocm_repo_key_url": "https://nexus.example.internal/rocm/10.0/key.asc", "rocm_repo_key_fingerprint": SITE_FP}

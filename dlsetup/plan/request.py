@@ -222,8 +222,8 @@ _SITE_REPO_KEYS = ("url", "key_url", "key_fingerprint")
 _REPO_PLACEHOLDERS = ("cuda_repo", "cuda_arch", "codename", "rocm_suite", "rocm_version")
 
 
-def _repo_url(where: str, value: Any) -> str:
-    """An http(s):// or file:/// URL whose {placeholders} are the planner's."""
+def _repo_url(where: str, value: Any, placeholders: Tuple[str, ...]) -> str:
+    """An http(s):// or file:/// URL whose {placeholders} are among those the planner fills in for it."""
     import string
 
     if not isinstance(value, str) or not re.match(r"^(https?://[^/\s]+|file:///)", value) or any(
@@ -233,10 +233,10 @@ def _repo_url(where: str, value: Any) -> str:
         names = [part[1] for part in string.Formatter().parse(value) if part[1] is not None]
     except ValueError:
         raise UsageError(f"{where}: unbalanced {{ or }} in {quote(value)}") from None
-    bad = [n for n in names if n not in _REPO_PLACEHOLDERS]
+    bad = [n for n in names if n not in placeholders]
     if bad:
         raise UsageError(f"{where}: unknown placeholder {quote('{' + bad[0] + '}')} in {quote(value)} "
-                         f"(use {', '.join('{' + n + '}' for n in _REPO_PLACEHOLDERS)})")
+                         f"(use {', '.join('{' + n + '}' for n in placeholders)})")
     return value
 
 
@@ -253,6 +253,8 @@ def _repositories(value: Any) -> Tuple[SiteRepository, ...]:
         if name not in known:
             raise UsageError(f"repositories: unknown repository {quote(name)} (use {', '.join(known)})")
         where = f"repositories: {name}"
+        # {rocm_version}: the release the plan picks, known only for ROCm's repository
+        placeholders = _REPO_PLACEHOLDERS if name == "rocm" else _REPO_PLACEHOLDERS[:-1]
         if not isinstance(entry, dict):
             raise UsageError(f"{where}: expected a mapping of {', '.join(_SITE_REPO_KEYS)}, got {quote(entry)}")
         _unknown(where, entry, _SITE_REPO_KEYS)
@@ -265,8 +267,9 @@ def _repositories(value: Any) -> Tuple[SiteRepository, ...]:
         if entry.get("key_url") is not None and fingerprint is None:
             raise UsageError(f"{where}: key_url needs key_fingerprint: pin the key that signs the site's repository")
         out.append(SiteRepository(
-            name, _repo_url(f"{where}: url", entry["url"]),
-            _repo_url(f"{where}: key_url", entry["key_url"]) if entry.get("key_url") is not None else None,
+            name, _repo_url(f"{where}: url", entry["url"], placeholders),
+            _repo_url(f"{where}: key_url", entry["key_url"], placeholders) if entry.get("key_url") is not None
+            else None,
             "".join(fingerprint.split()).upper() if fingerprint is not None else None))
     return tuple(out)
 
