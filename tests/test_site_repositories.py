@@ -73,7 +73,9 @@ def test_the_plan_takes_the_sites_repositories(fresh, tmp_path: Path) -> None:
                                         "https://nexus.example.internal/libnvidia-container/stable/deb/$(ARCH)"]
     assert all(d.rule == "rule:site-repository" and d.source == "request" for d in said)
     assert "the site's repository, from the config file (repositories: cuda)" in said[0].reason
-    assert SITE_FP in said[0].reason and "the vendor's key" in said[1].reason
+    assert f"the site's key from https://artifactory.example.internal/keys/nvidia-ubuntu2404.asc, pinned " \
+           f"fingerprint {SITE_FP}" in said[0].reason
+    assert f"the vendor's key from {vendor.key_url}, pinned fingerprint {vendor.key_fingerprint}" in said[1].reason
 
 
 def test_a_url_alone_keeps_the_vendors_pinned_key(fresh, tmp_path: Path) -> None:

@@ -1211,7 +1211,7 @@ class _Planner:
         }
         if site is not None and not any(d.topic == "repository" and d.choice.startswith(f"{name}: ")
                                         for d in self.decisions):
-            key = "the key at the site's key_url" if site.key_url else "the vendor's key"
+            key = f"the {'site' if site.key_url else 'vendor'}'s key from {out['key_url']}"
             self.decide("repository", f"{name}: {out['url']}",
                         f"the site's repository, from the config file (repositories: {name}), instead of the "
                         f"vendor's; {key}, pinned fingerprint {out['key_fingerprint']}", "rule:site-repository",
