@@ -1,12 +1,13 @@
 """A fleet of real SSH hosts on this machine: network namespaces, each with its own Debian root and sshd.
 
-Recipe: the test lab's namespace hosts. Per host: a network namespace ``dls<pid>h<N>`` on a bridge
-``dls<pid>br`` with a private /24 that no route of this machine uses yet; a mount namespace holding an
-overlayfs of the cached fleet root (the Debian root plus openssh-server and the common role's packages)
-with ``/proc``, ``/sys`` and ``/dev`` bound in (``fake_gpu``: one PCI device's ids replaced by a GPU's, in
-that namespace only); its own hostname (``unshare --uts``) and its own ed25519
-host key. The controller reaches the hosts over real SSH with a key made per fleet and a known_hosts file
-written here, so host key checking stays on. A host started ``reachable=False`` has an address and no sshd.
+Recipe: the test lab's namespace hosts. Per host: a network namespace ``dls<pid><letter>h<N>`` on a bridge
+``dls<pid><letter>br`` (a letter per fleet of the process) with a private /24 that no route of this machine
+uses yet; a mount namespace holding an overlayfs of the cached fleet root (the Debian root plus
+openssh-server and the common role's packages) with ``/proc``, ``/sys`` and ``/dev`` bound in (``fake_gpu``:
+one PCI device's ids replaced by a GPU's, in that namespace only); its own hostname (``unshare --uts``) and
+its own ed25519 host key. The controller reaches the hosts over real SSH with a key made per fleet and a
+known_hosts file written here, so host key checking stays on. A host started ``reachable=False`` has an
+address and no sshd.
 
 Mounts live only in each host's private mount namespace: they go away with its processes. Teardown
 kills exactly the processes in the namespaces this fleet made, then deletes those namespaces and links.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import json
 import os
 import shutil
@@ -49,6 +51,9 @@ SSHD = "/usr/sbin/sshd"
 FAKE_GPU_FILES = ("vendor", "device", "class")
 #: the apt module skips ``update_cache`` while this stamp is newer than ``cache_valid_time``
 APT_STAMP = "var/lib/apt/periodic/update-success-stamp"
+
+
+_SERIAL = itertools.count()
 
 
 def fleet_root() -> Path:
@@ -112,7 +117,8 @@ class Fleet:
         #: ("0x10de", "0x1eb8", "0x030200"), a Tesla T4: the probe finds that GPU and the planner plans for it.
         #: Bound over the device's files in each host's own mount namespace only; this machine's /sys is unchanged.
         self.fake_gpu = fake_gpu
-        self.tag = f"dls{os.getpid() % 100000}"
+        # a letter per fleet of this process: two fleets may run at once (a module's fleet and a test's own)
+        self.tag = f"dls{os.getpid() % 100000}{chr(ord('a') + next(_SERIAL) % 26)}"
         self.bridge = f"{self.tag}br"
         self.network = _free_network()
         addresses = list(self.network.hosts())
