@@ -158,7 +158,7 @@ def run(books: Sequence[Path], targets: Inventory, plans: Mapping[str, Plan], ro
     from dataclasses import replace
 
     from dlsetup.fleet import retry_file, save_retry
-    from dlsetup.mirror.workflow import MirrorRun, mirror_for_run
+    from dlsetup.mirror.workflow import MirrorRun, mirror_for_run, run_roles
     from dlsetup.runner import RunResult, cache_dir, run_playbooks
 
     result = RunResult((), 0)
@@ -166,7 +166,10 @@ def run(books: Sequence[Path], targets: Inventory, plans: Mapping[str, Plan], ro
         # the hosts that could not be probed are left out: limit the run to the planned ones
         options = replace(options, limit=",".join(plans) if failures else options.limit)
         variables = host_vars(plans, roots, targets.connection_vars(), options.become, reboot)
-        with mirror_for_run(mirror or MirrorRun(None), plans, console, targets.sources, variables) as add_mirror:
+        # the mirror holds what the roles this run applies install (--tags/--skip-tags select roles)
+        applied = {name: replace(plan, roles=run_roles(plan.roles, options.tags, options.skip_tags))
+                   for name, plan in plans.items()}
+        with mirror_for_run(mirror or MirrorRun(None), applied, console, targets.sources, variables) as add_mirror:
             # the mirror is checked before any change
             result = run_playbooks(books, targets.sources, hosts=list(plans), host_vars=add_mirror(variables),
                                    options=options, reboot_task=REBOOT_TASK, console=console,

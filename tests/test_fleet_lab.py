@@ -132,3 +132,26 @@ def test_one_machine_under_two_names_is_refused(lab_fleet: Fleet, tmp_path: Path
     run, summaries = provision(inventory, tmp_path, "--check")
     assert run.returncode == EXIT_USAGE and summaries == []
     assert "reach the same machine: h1 = h1-again" in run.stderr.splitlines()[-1]
+
+
+def test_a_fake_gpu_is_the_hosts_alone_and_plans_the_nvidia_driver(tmp_path: Path) -> None:
+    """``Fleet(fake_gpu=...)``: the host's probe finds a Tesla T4 on its PCI bus and the planner plans the NVIDIA
+    driver for it, while this machine's own /sys still shows its devices' real ids."""
+    pci = Path("/sys/bus/pci/devices")
+    before = {d.name: (d / "vendor").read_text() for d in pci.iterdir()} if pci.is_dir() else {}
+    if not any(not (pci / name / "class").read_text().startswith("0x06") for name in before):
+        missing_tool("this machine has no PCI device to show the fake GPU in place of")
+    with Fleet(tmp_path / "fleet", 1, fake_gpu=("0x10de", "0x1eb8", "0x030200")) as started:
+        inventory = started.inventory(tmp_path / "hosts.yml")
+        run = subprocess.run([sys.executable, "-m", "dlsetup", "probe", "-i", str(inventory), "--json"], cwd=REPO,
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+        assert run.returncode == 0, run.stderr[-3000:]
+        during = {d.name: (d / "vendor").read_text() for d in pci.iterdir()}
+    from dlsetup.model import HostProfile
+
+    profile = HostProfile.from_dict(json.loads(run.stdout)["h1"])
+    assert [(g.vendor, g.pci_vendor_id, g.pci_device_id) for g in profile.gpus] == [("nvidia", "10de", "1eb8")]
+    plan = make_plan(profile, load_request(None, offline=True))
+    assert "nvidia_driver" in plan.roles and plan.variables["nvidia_driver_install_type"] == "compute"
+    assert during == before and "0x10de\n" not in before.values()

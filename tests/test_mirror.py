@@ -287,6 +287,21 @@ def test_which_runs_use_a_mirror(tmp_path: Path) -> None:
     assert choose(plain, 8, False, cache, ["nvidia_driver_branch"], warnings.append).cached  # not the mirror's
 
 
+def test_a_run_with_tags_mirrors_only_the_roles_it_applies(h100_plan) -> None:
+    from dlsetup.mirror.workflow import run_roles
+
+    planned = ("common", "nvidia_driver", "frameworks")
+    assert run_roles(planned) == planned
+    assert run_roles(planned, ("nvidia_driver",)) == ("nvidia_driver",)
+    assert run_roles(planned, ("common,frameworks",)) == ("common", "frameworks")
+    assert run_roles(planned, (), ("frameworks",)) == ("common", "nvidia_driver")
+    assert run_roles(planned, ("nvidia_driver", "frameworks"), ("frameworks",)) == ("nvidia_driver",)
+    assert run_roles(planned, ("holds",)) == planned  # not a role's name: any role's tasks may carry it
+    driver = contents_of("h100", dataclasses.replace(h100_plan, roles=run_roles(h100_plan.roles, ("nvidia_driver",))),
+                         role_data("ubuntu", "24.04"))
+    assert driver.alternatives and driver.repos and not driver.packages and not driver.wheels
+
+
 def test_the_reverse_forward_keeps_the_inventorys_own_ssh_arguments(mirror: Path) -> None:
     from dlsetup.mirror.use import forward_args, with_mirror
 

@@ -147,6 +147,20 @@ def choose(request: Any, hosts: int, no_cache: bool, cache: Path, extra_vars: Se
     return MirrorRun(None)
 
 
+def run_roles(roles: Sequence[str], tags: Sequence[str] = (), skip_tags: Sequence[str] = ()) -> Tuple[str, ...]:
+    """The planned ``roles`` a run with ``--tags``/``--skip-tags`` applies (playbooks/site.yml tags each role
+    with its name): a mirror for the run needs only theirs. A tag that names no role (a task's own) may select
+    tasks of any role: then every role stays, as far as ``tags`` go."""
+    from dlsetup.plan.planner import ROLE_ORDER
+
+    def names(values: Sequence[str]) -> set:
+        return {t.strip() for value in values for t in value.split(",") if t.strip()}
+
+    wanted, skipped = names(tags), names(skip_tags)
+    narrow = bool(wanted) and wanted <= set(ROLE_ORDER)
+    return tuple(r for r in roles if (not narrow or r in wanted) and r not in skipped)
+
+
 def _cache_covers(root: Path, contents: Mapping[str, Any]) -> bool:
     """Whether the controller's cache holds everything the plans install already (nothing to fetch)."""
     from dlsetup.mirror.verify import MirrorRefused, check_covers, verify

@@ -680,8 +680,10 @@ class _Planner:
             self.variables["rocm_layout"] = "therock"
             if len(targets) == 1:  # the per-target meta package (amdrocm<X.Y>-<gfx>) installs less
                 self.variables["rocm_gfx_target"] = targets[0]
-            for key in repo:
-                del self.variables[f"rocm_repo_{key}"]
+            site = next((s for s in r.repositories if s.name == "rocm"), None)
+            for key in repo:  # the site's own repository (config file: repositories:) stays, with its key
+                if site is None or key == "suite" or not getattr(site, key):
+                    del self.variables[f"rocm_repo_{key}"]
         return release.version
 
     def newer_rocm(self, wanted: str) -> RocmRelease:
@@ -1201,11 +1203,23 @@ class _Planner:
         repo = self.data.repositories[name]
         if name == "cuda" and system.cuda_key_url and system.cuda_key_fingerprint:
             repo = replace(repo, key_url=system.cuda_key_url, key_fingerprint=system.cuda_key_fingerprint)
+        site = next((s for s in self.request.repositories if s.name == name), None)
+        if site is not None:  # the site's own copy (config file: repositories:)
+            repo = replace(repo, url=site.url, key_url=site.key_url or repo.key_url,
+                           key_fingerprint=site.key_fingerprint or repo.key_fingerprint)
         values = {"cuda_repo": system.cuda_repo, "cuda_arch": self.arch.cuda_repo_arch, "codename": system.codename,
                   "rocm_suite": system.rocm_suite, **fields}
-        return {
+        out = {
             "url": repo.url.format(**values),
             "suite": repo.suite.format(**values),
             "key_url": repo.key_url.format(**values),
             "key_fingerprint": repo.key_fingerprint,
         }
+        if site is not None and not any(d.topic == "repository" and d.choice.startswith(f"{name}: ")
+                                        for d in self.decisions):
+            key = f"the {'site' if site.key_url else 'vendor'}'s key from {out['key_url']}"
+            self.decide("repository", f"{name}: {out['url']}",
+                        f"the site's repository, from the config file (repositories: {name}), instead of the "
+                        f"vendor's; {key}, pinned fingerprint {out['key_fingerprint']}", "rule:site-repository",
+                        "request")
+        return out

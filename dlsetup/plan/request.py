@@ -62,6 +62,20 @@ class Request:
     jupyter_self_signed: bool = False  #: TLS with a certificate generated on the host
     mirror: Optional[str] = None  #: provision from this dlsetup mirror (a folder or an http(s) URL)
     mirror_fingerprint: Optional[str] = None  #: the mirror key's pinned fingerprint (40 or 64 hex digits)
+    #: the site's own copies of vendor repositories (config file ``repositories:``), by repository name
+    repositories: Tuple["SiteRepository", ...] = ()
+
+
+@dataclass(frozen=True)
+class SiteRepository:
+    """A vendor repository of ``dlsetup/data/compat/os.toml`` (``[repositories.<name>]``) that the site serves
+    itself (an internal mirror): its URL, and its key's URL and pinned fingerprint when they differ. The
+    placeholders of the vendor's URLs ({cuda_repo}, {cuda_arch}, {codename}, ...) apply to these too."""
+
+    name: str  #: "cuda", "nvidia_container_toolkit", "rocm"
+    url: str
+    key_url: Optional[str] = None  #: none: the vendor's key URL
+    key_fingerprint: Optional[str] = None  #: none: the vendor's pinned fingerprint
 
 
 #: option -> (pattern it must match, example) for the version-like options
@@ -187,6 +201,8 @@ def _normalise(name: str, value: Any) -> Any:
         return value
     if name == "jupyter_listen":
         return jupyter_listen(value)
+    if name == "repositories":
+        return _repositories(value)
     if name == "pip_index_url":
         return paths.index_url(value)
     if name == "mirror_fingerprint" and not (isinstance(value, str) and re.fullmatch(
@@ -202,6 +218,64 @@ def _normalise(name: str, value: Any) -> Any:
         if not pattern.match(text):
             raise UsageError(f"{name} {quote(text)} is not a version like {example!r} (quote it in YAML)")
     return text
+
+
+_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}")
+_SITE_REPO_KEYS = ("url", "key_url", "key_fingerprint")
+#: the placeholders the planner fills in a repository's URLs (:meth:`dlsetup.plan.planner.Planner.repository`)
+_REPO_PLACEHOLDERS = ("cuda_repo", "cuda_arch", "codename", "rocm_suite", "rocm_version")
+
+
+def _repo_url(where: str, value: Any, placeholders: Tuple[str, ...]) -> str:
+    """An http(s):// or file:/// URL whose {placeholders} are among those the planner fills in for it."""
+    import string
+
+    if not isinstance(value, str) or not re.match(r"^(https?://[^/\s]+|file:///)", value) or any(
+            c.isspace() or ord(c) < 32 or c == "\x7f" for c in value):
+        raise UsageError(f"{where}: expected an http(s):// or file:/// URL, got {quote(value)}")
+    try:
+        names = [part[1] for part in string.Formatter().parse(value) if part[1] is not None]
+    except ValueError:
+        raise UsageError(f"{where}: unbalanced {{ or }} in {quote(value)}") from None
+    bad = [n for n in names if n not in placeholders]
+    if bad:
+        raise UsageError(f"{where}: unknown placeholder {quote('{' + bad[0] + '}')} in {quote(value)} "
+                         f"(use {', '.join('{' + n + '}' for n in placeholders)})")
+    return value
+
+
+def _repositories(value: Any) -> Tuple[SiteRepository, ...]:
+    """The config file's ``repositories:``: repository name -> {url, key_url, key_fingerprint}."""
+    from dlsetup.plan.compat import load
+
+    known = tuple(load().repositories)
+    if not isinstance(value, dict):
+        raise UsageError(f"repositories: expected a mapping of repository name to url, key_url, key_fingerprint, "
+                         f"got {quote(value)}")
+    out = []
+    for name, entry in value.items():
+        if name not in known:
+            raise UsageError(f"repositories: unknown repository {quote(name)} (use {', '.join(known)})")
+        where = f"repositories: {name}"
+        # {rocm_version}: the release the plan picks, known only for ROCm's repository
+        placeholders = _REPO_PLACEHOLDERS if name == "rocm" else _REPO_PLACEHOLDERS[:-1]
+        if not isinstance(entry, dict):
+            raise UsageError(f"{where}: expected a mapping of {', '.join(_SITE_REPO_KEYS)}, got {quote(entry)}")
+        _unknown(where, entry, _SITE_REPO_KEYS)
+        if "url" not in entry:
+            raise UsageError(f"{where}: url is missing")
+        fingerprint = entry.get("key_fingerprint")
+        if fingerprint is not None and not (isinstance(fingerprint, str)
+                                            and _FINGERPRINT.fullmatch("".join(fingerprint.split()))):
+            raise UsageError(f"{where}: key_fingerprint: expected 40 or 64 hex digits, got {quote(fingerprint)}")
+        if entry.get("key_url") is not None and fingerprint is None:
+            raise UsageError(f"{where}: key_url needs key_fingerprint: pin the key that signs the site's repository")
+        out.append(SiteRepository(
+            name, _repo_url(f"{where}: url", entry["url"], placeholders),
+            _repo_url(f"{where}: key_url", entry["key_url"], placeholders) if entry.get("key_url") is not None
+            else None,
+            "".join(fingerprint.split()).upper() if fingerprint is not None else None))
+    return tuple(out)
 
 
 def keras_backend(request: Request) -> Optional[str]:

@@ -1,11 +1,13 @@
 """A fleet of real SSH hosts on this machine: network namespaces, each with its own Debian root and sshd.
 
-Recipe: the test lab's namespace hosts. Per host: a network namespace ``dls<pid>h<N>`` on a bridge
-``dls<pid>br`` with a private /24 that no route of this machine uses yet; a mount namespace holding an
-overlayfs of the cached fleet root (the Debian root plus openssh-server and the common role's packages)
-with ``/proc``, ``/sys`` and ``/dev`` bound in; its own hostname (``unshare --uts``) and its own ed25519
-host key. The controller reaches the hosts over real SSH with a key made per fleet and a known_hosts file
-written here, so host key checking stays on. A host started ``reachable=False`` has an address and no sshd.
+Recipe: the test lab's namespace hosts. Per host: a network namespace ``dls<pid><letter>h<N>`` on a bridge
+``dls<pid><letter>br`` (a letter per fleet of the process) with a private /24 that no route of this machine
+uses yet; a mount namespace holding an overlayfs of the cached fleet root (the Debian root plus
+openssh-server and the common role's packages) with ``/proc``, ``/sys`` and ``/dev`` bound in (``fake_gpu``:
+one PCI device's ids replaced by a GPU's, in that namespace only); its own hostname (``unshare --uts``) and
+its own ed25519 host key. The controller reaches the hosts over real SSH with a key made per fleet and a
+known_hosts file written here, so host key checking stays on. A host started ``reachable=False`` has an
+address and no sshd.
 
 Mounts live only in each host's private mount namespace: they go away with its processes. Teardown
 kills exactly the processes in the namespaces this fleet made, then deletes those namespaces and links.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import json
 import os
 import shutil
@@ -44,8 +47,13 @@ from lab import rootfs
 PACKAGES = ("openssh-server", "build-essential", "pciutils", "python3-venv", "gpg", "python3-debian",
             "ca-certificates", "python3-packaging")
 SSHD = "/usr/sbin/sshd"
+#: the PCI device files a fake GPU replaces, in the order of ``Fleet(fake_gpu=...)``
+FAKE_GPU_FILES = ("vendor", "device", "class")
 #: the apt module skips ``update_cache`` while this stamp is newer than ``cache_valid_time``
 APT_STAMP = "var/lib/apt/periodic/update-success-stamp"
+
+
+_SERIAL = itertools.count()
 
 
 def fleet_root() -> Path:
@@ -101,10 +109,16 @@ class Fleet:
     """``count`` namespace hosts; use as a context manager (or :func:`fleet`)."""
 
     def __init__(self, workdir: Path, count: int, unreachable: Collection[int] = (),
-                 files: Mapping[str, Mapping[str, str]] | None = None):
+                 files: Mapping[str, Mapping[str, str]] | None = None,
+                 fake_gpu: tuple[str, str, str] | None = None):
         self.workdir = workdir
         self.files = files or {}  #: host name -> {path in its root: content}, written before it starts
-        self.tag = f"dls{os.getpid() % 100000}"
+        #: (vendor, device, class) of the PCI device each host shows in place of one of this machine's, e.g.
+        #: ("0x10de", "0x1eb8", "0x030200"), a Tesla T4: the probe finds that GPU and the planner plans for it.
+        #: Bound over the device's files in each host's own mount namespace only; this machine's /sys is unchanged.
+        self.fake_gpu = fake_gpu
+        # a letter per fleet of this process: two fleets may run at once (a module's fleet and a test's own)
+        self.tag = f"dls{os.getpid() % 100000}{chr(ord('a') + next(_SERIAL) % 26)}"
         self.bridge = f"{self.tag}br"
         self.network = _free_network()
         addresses = list(self.network.hosts())
@@ -190,6 +204,10 @@ class Fleet:
             path = host.upper / name.lstrip("/")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
+        if self.fake_gpu is not None:  # outside the overlay: bound over /sys files by _sshd
+            (host.dir / "fake-gpu").mkdir(exist_ok=True)
+            for name, value in zip(FAKE_GPU_FILES, self.fake_gpu, strict=True):
+                (host.dir / "fake-gpu" / name).write_text(value + "\n")
         key = host.upper / "etc/ssh/ssh_host_ed25519_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(key)], check=True)
         return " ".join(key.with_suffix(".pub").read_text().split()[:2])
@@ -199,7 +217,7 @@ class Fleet:
         script = (
             f"mount -t overlay overlay -o lowerdir={root},upperdir={host.upper},workdir={host.dir / 'work'} {merged}"
             f" && mount --rbind /dev {merged}/dev && mount -t proc proc {merged}/proc"
-            f" && mount --rbind /sys {merged}/sys && hostname {host.name}"
+            f" && mount --rbind /sys {merged}/sys{self._fake_gpu_mounts(host, merged)} && hostname {host.name}"
             f" && exec chroot {merged} {SSHD} -D -e -o ListenAddress={host.address}"
             " -o HostKey=/etc/ssh/ssh_host_ed25519_key -o UsePAM=no -o MaxStartups=100"
         )
@@ -207,6 +225,15 @@ class Fleet:
         return subprocess.Popen(
             ["ip", "netns", "exec", host.netns, "unshare", "--uts", "--mount", "--propagation", "private",
              "sh", "-c", script], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _fake_gpu_mounts(self, host: FleetHost, merged: Path) -> str:
+        """Shell: bind the host's fake GPU files over those of the last PCI device that is not a bridge (class
+        0x06....) under the host's own /sys; run in its private mount namespace, so only the host sees them."""
+        if self.fake_gpu is None:
+            return ""
+        return (f" && dev= && for d in {merged}/sys/bus/pci/devices/*; do case $(cat $d/class) in 0x06*) ;;"
+                f" *) dev=$d ;; esac; done && test -n \"$dev\" && for f in {' '.join(FAKE_GPU_FILES)}; do"
+                f" mount --bind {host.dir}/fake-gpu/$f \"$dev/$f\" || exit 1; done")
 
     def close(self) -> None:
         """Stop every process in this fleet's namespaces and remove the namespaces and the bridge."""
@@ -229,9 +256,10 @@ class Fleet:
 
 @contextmanager
 def fleet(workdir: Path, count: int, unreachable: Collection[int] = (),
-          files: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Fleet]:
+          files: Mapping[str, Mapping[str, str]] | None = None,
+          fake_gpu: tuple[str, str, str] | None = None) -> Iterator[Fleet]:
     """``count`` running namespace hosts, torn down on exit."""
-    with Fleet(workdir, count, unreachable, files) as started:
+    with Fleet(workdir, count, unreachable, files, fake_gpu) as started:
         yield started
 
 
