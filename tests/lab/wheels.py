@@ -32,7 +32,7 @@ def wheelhouse() -> Path:
 def jupyter_wheelhouse() -> Path:
     """Return a directory with JupyterLab's and ipykernel's wheels for Debian 12's Python (from the index pip
     is configured with, once), for hosts that install them offline."""
-    dest = Path.home() / ".cache" / "dlsetup-lab" / "wheels-jupyter"
+    dest = rootfs.cache_dir().parent / "wheels-jupyter"
     with rootfs.building(dest):
         return _wheelhouse(dest, ["--platform", "manylinux_2_36_x86_64", "--platform", "manylinux2014_x86_64",
                                   "--implementation", "cp", *JUPYTER_REQUIREMENTS])
