@@ -61,3 +61,19 @@ def test_site_playbook_applies_the_roles_in_the_planner_order() -> None:
     (play,) = yaml.safe_load((REPO / "playbooks" / "site.yml").read_text())
     assert tuple(play["vars"]["__site_role_order"]) == ROLE_ORDER
     assert {p.name for p in (REPO / "roles").iterdir() if (p / "tasks").is_dir()} == {*ROLE_ORDER, *HELPER_ROLES}
+
+
+def test_a_run_with_tags_still_takes_its_packages_from_the_mirror(tmp_path: Path) -> None:
+    """``provision -t nvidia_driver --mirror DIR``: Ansible keeps the include of mirror_sources (tagged always),
+    else the role would read the host's own sources, which an air-gapped host cannot reach."""
+    from dlsetup.runner import link_collection
+
+    playbook = Path(sys.executable).with_name("ansible-playbook")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "ANSIBLE_COLLECTIONS_PATH": str(link_collection(tmp_path / "collections"))}
+    for tags in (["--tags", "nvidia_driver"], ["--skip-tags", "mirror_sources,common"]):
+        run = subprocess.run([str(playbook), "-i", "localhost,", "--list-tasks", *tags,
+                              str(REPO / "playbooks" / "site.yml")], capture_output=True, text=True, timeout=120,
+                             env=env, cwd=tmp_path)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "Take every package from the mirror" in run.stdout, run.stdout
