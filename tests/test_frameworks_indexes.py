@@ -7,14 +7,13 @@ the pip tasks' arguments are what is checked."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-import yaml
 
-from dlsetup.runner import HostResult, RunOptions, run_playbooks
+import rolecheck
+from dlsetup.runner import HostResult
 
 VENDOR = "Install the frameworks a vendor index carries, from that index alone"
 OTHER = "Install the other packages into the venv"
@@ -36,19 +35,10 @@ pytestmark = pytest.mark.skipif(not Path("/etc/debian_version").exists(),
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, HostResult]:
-    tmp = tmp_path_factory.mktemp("frameworks")
-    play = tmp / "play.yml"
-    play.write_text(yaml.safe_dump([{"name": "frameworks", "hosts": "all", "gather_facts": False,
-                                     "roles": [{"role": "dlsetup.workstation.frameworks"}]}]))
-    host_vars = {name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                        "frameworks_venv_path": str(tmp / name / "venv"), **variables}
-                 for name, variables in HOSTS.items()}
-    result = run_playbooks([play], [], host_vars=host_vars, capture=[VENDOR, OTHER],
-                           options=RunOptions(check=True, extra_vars=(json.dumps({"__frameworks_packages": []}),)))
-    for host in result.hosts:
+    result = rolecheck.frameworks(tmp_path_factory.mktemp("frameworks"), HOSTS, [VENDOR, OTHER])
+    for host in result.values():
         assert host.failed == 0, host.failure
-    assert not list(tmp.glob("*/venv"))
-    return {host.host: host for host in result.hosts}
+    return result
 
 
 def _args(result: Dict[str, Any]) -> Dict[str, Any]:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+import rolecheck
 from conftest import REPO
 from dlsetup import notebooks
 from dlsetup.jupyter import access_lines, invoking_user
@@ -203,19 +203,10 @@ def test_bad_jupyter_options_are_one_line_exit_2(args, message):
 def test_the_role_refuses_an_open_address_without_tls(tmp_path, tls):
     """In check mode on this machine: without TLS the role stops at its gate, before anything is installed;
     with TLS it passes the gate (and stops at the next task here: the user it is given does not exist)."""
-    play = tmp_path / "play.yml"
-    play.write_text(yaml.safe_dump([{"name": "gate", "hosts": "localhost", "gather_facts": False,
-                                     "roles": [{"role": "jupyter"}]}]))
-    variables = tmp_path / "vars.json"
-    variables.write_text(json.dumps({"jupyter_listen_address": "0.0.0.0", "jupyter_tls": tls,
-                                     "jupyter_user": "no-such-user-h17", "ansible_python_interpreter": sys.executable}))
-    ansible = Path(sys.executable).with_name("ansible-playbook")
-    done = subprocess.run([str(ansible), "-c", "local", "-i", "localhost,", "--check", str(play),
-                           "-e", f"@{variables}"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={"ANSIBLE_ROLES_PATH": str(REPO / "roles"), "PATH": "/usr/bin:/bin",
-                               "HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1"})
+    done = rolecheck.jupyter(tmp_path, {"jupyter_listen_address": "0.0.0.0", "jupyter_tls": tls,
+                                        "jupyter_user": "no-such-user-h17"})
     assert done.returncode != 0
-    failed = [line for line in done.stdout.splitlines() if line.startswith("TASK [")][-1]
+    failed = rolecheck.last_task(done.stdout)
     if tls == "none":
         assert "Refuse a listen address off loopback without TLS" in failed and "needs TLS" in done.stdout
     else:

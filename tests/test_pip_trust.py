@@ -18,7 +18,8 @@ from conftest import REPO
 from dlsetup import paths
 from dlsetup.errors import UsageError
 from dlsetup.plan import PlanConflict, Request, load_request, make_plan
-from dlsetup.runner import HostResult, RunOptions, run_playbooks
+import rolecheck
+from dlsetup.runner import HostResult
 from tests.test_plan import NO_GPU
 
 #: (url, trusted hosts, whether pip ignores it): the cases pip's own decision is checked on too
@@ -222,19 +223,9 @@ on_debian = pytest.mark.skipif(not Path("/etc/debian_version").exists(),
 
 @pytest.fixture(scope="module")
 def frameworks(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, HostResult]:
-    """roles/frameworks in check mode on this machine for stand-in hosts (local connection), the OS package
-    step emptied: the gate's verdicts and the pip tasks' arguments."""
-    tmp = tmp_path_factory.mktemp("trust")
-    play = tmp / "play.yml"
-    play.write_text(yaml.safe_dump([{"name": "frameworks", "hosts": "all", "gather_facts": False,
-                                     "roles": [{"role": "dlsetup.workstation.frameworks"}]}]))
-    host_vars = {name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                        "frameworks_venv_path": str(tmp / name / "venv"), **variables}
-                 for name, variables in ROLE_HOSTS.items()}
-    result = run_playbooks([play], [], host_vars=host_vars, capture=[VENDOR, OTHER],
-                           options=RunOptions(check=True, extra_vars=(json.dumps({"__frameworks_packages": []}),)))
-    assert not list(tmp.glob("*/venv"))
-    return {host.host: host for host in result.hosts}
+    """roles/frameworks in check mode on this machine for the stand-in hosts: the gate's verdicts and the pip
+    tasks' arguments."""
+    return rolecheck.frameworks(tmp_path_factory.mktemp("trust"), ROLE_HOSTS, [VENDOR, OTHER])
 
 
 @on_debian
@@ -272,20 +263,10 @@ JUPYTER_GATE = "Refuse a plain-http pip index or find-links URL on a host pip do
 def test_the_jupyter_role_refuses_a_url_pip_would_skip(tmp_path, trusted):
     """In check mode on this machine: with the host untrusted the role stops at its gate, before anything is
     installed; trusted, it passes the gate (and stops at the user lookup here: the user does not exist)."""
-    play = tmp_path / "play.yml"
-    play.write_text(yaml.safe_dump([
-        {"name": "gate", "hosts": "localhost", "gather_facts": False, "roles": [{"role": "jupyter"}]}]))
-    variables = tmp_path / "vars.json"
-    variables.write_text(json.dumps({"jupyter_pip_find_links": ["/opt/wheels", "http://mirror.lan/wheels/"],
-                                     "jupyter_pip_trusted_hosts": trusted, "jupyter_user": "no-such-user-trust",
-                                     "ansible_python_interpreter": sys.executable}))
-    ansible = Path(sys.executable).with_name("ansible-playbook")
-    done = subprocess.run([str(ansible), "-c", "local", "-i", "localhost,", "--check", str(play),
-                           "-e", f"@{variables}"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={"ANSIBLE_ROLES_PATH": str(REPO / "roles"), "PATH": "/usr/bin:/bin",
-                               "HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1"})
+    done = rolecheck.jupyter(tmp_path, {"jupyter_pip_find_links": ["/opt/wheels", "http://mirror.lan/wheels/"],
+                                        "jupyter_pip_trusted_hosts": trusted, "jupyter_user": "no-such-user-trust"})
     assert done.returncode != 0
-    failed = [line for line in done.stdout.splitlines() if line.startswith("TASK [")][-1]
+    failed = rolecheck.last_task(done.stdout)
     message = "http://mirror.lan/wheels/ is plain http to a host pip does not trust"
     if not trusted:
         assert JUPYTER_GATE in failed and message in done.stdout and "jupyter_pip_trusted_hosts" in done.stdout
