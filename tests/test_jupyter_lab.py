@@ -163,7 +163,8 @@ def test_keras_trains_a_step_on_the_torch_backend(converged) -> None:
 
 def test_the_service_command_serves_only_with_the_token(converged) -> None:
     """The unit's ExecStart, run as the user with the unit's environment file (the chroot has no systemd), on a
-    free loopback port: the API answers with the token and refuses without it; both kernels are offered."""
+    free loopback port: the API answers with the token and refuses without it; both kernels are offered; the
+    browser gets the role's default settings (no news feed, no update check)."""
     import re
     import socket
     import time
@@ -181,7 +182,7 @@ def test_the_service_command_serves_only_with_the_token(converged) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": f"/home/{USER}", "LANG": "C.UTF-8", "JUPYTER_TOKEN": token}
     server = subprocess.Popen([CHROOT, f"--userspec={USER}:{USER}", str(root), *command], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}/api"
+    base = f"http://127.0.0.1:{port}"
 
     def get(path: str, with_token: bool) -> tuple[int, bytes]:
         request = urllib.request.Request(base + path, headers={"Authorization": f"token {token}"} if with_token
@@ -196,15 +197,21 @@ def test_the_service_command_serves_only_with_the_token(converged) -> None:
         deadline = time.monotonic() + 120
         while True:
             try:
-                if get("/status", True)[0] == 200:
+                if get("/api/status", True)[0] == 200:
                     break
             except OSError:
                 pass
             assert server.poll() is None and time.monotonic() < deadline, server.stderr.read().decode()[-3000:]
             time.sleep(1)
-        status, body = get("/kernelspecs", True)
+        status, body = get("/api/kernelspecs", True)
         assert status == 200 and sorted(json.loads(body)["kernelspecs"]) == ["keras", "pytorch"]
-        assert get("/kernelspecs", False)[0] == 403
+        assert get("/api/kernelspecs", False)[0] == 403
+        # the role's defaults for every user, as JupyterLab serves them to the browser (overrides.json becomes
+        # the schema's defaults; a user's own settings would still win): no news, no update check
+        status, body = get("/lab/api/settings/@jupyterlab/apputils-extension:notification", True)
+        assert status == 200, body[:500]
+        defaults = {k: v.get("default") for k, v in json.loads(body)["schema"]["properties"].items()}
+        assert (defaults["fetchNews"], defaults["checkForUpdates"]) == ("false", False), defaults
     finally:
         server.terminate()
         server.wait(timeout=30)
