@@ -163,7 +163,7 @@ def plan_contents(host: str, plan: Any, os_id: str, os_version: str, codename: s
             packages += variables.get("jupyter_remote_ide_packages", jupyter.get("remote_ide_packages", []))
         wheels.append(WheelSet(
             venv=str(variables.get("jupyter_venv_path", jupyter.get("venv_path", ""))), python=_python(plan, python),
-            platform=platform, requirements=tuple(variables.get("jupyter_packages", jupyter.get("wheels", []))),
+            platform=platform, requirements=tuple(variables.get("jupyter_packages", jupyter.get("pip_packages", []))),
             index_url=str(variables.get("jupyter_pip_index_url") or ""),
             find_links=tuple(variables.get("jupyter_pip_find_links", [])),
             offline=bool(variables.get("jupyter_pip_offline")),

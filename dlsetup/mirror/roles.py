@@ -46,7 +46,8 @@ def role_data(distro: str, version: str, ansible: Optional[Path] = None) -> Dict
         "cuda_toolkit": {"packages": cuda.get("cuda_toolkit_packages", [])},
         "jupyter": {"packages": _vars(roles / "jupyter", distro, version).get("__jupyter_packages", []),
                     "remote_ide_packages": jupyter.get("jupyter_remote_ide_packages", []),
-                    "wheels": jupyter.get("jupyter_packages", []), "venv_path": jupyter.get("jupyter_venv_path", "")},
+                    "pip_packages": jupyter.get("jupyter_packages", []),
+                    "venv_path": jupyter.get("jupyter_venv_path", "")},
         # the one package roles/nvidia_container_toolkit/tasks/install.yml installs
         "nvidia_container_toolkit": {"packages": ["nvidia-container-toolkit"]},
     }
