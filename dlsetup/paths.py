@@ -254,16 +254,12 @@ def _same_host(host: str, trusted: str) -> bool:
         return host.lower() == trusted.lower()
 
 
-#: what pip trusts over plain http without being told (pip's SECURE_ORIGINS): localhost and these
-_LOOPBACK_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-
-
 def _is_loopback(host: str) -> bool:
+    """What pip trusts over plain http without being told (its SECURE_ORIGINS): localhost, 127.0.0.0/8, ::1."""
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
-    return any(address in network for network in _LOOPBACK_NETWORKS)
 
 
 def pip_ignores(url: str, trusted_hosts: Iterable[str] = ()) -> Optional[str]:

@@ -136,14 +136,14 @@ def choose_mirror(request: Request, targets: Inventory, hosts: int, no_cache: bo
     more hosts (unless ``no_cache``), else none (:func:`dlsetup.mirror.workflow.choose`); ``extra_vars`` the
     run's ``-e`` values, which must leave the mirror's variables alone."""
     from dlsetup.mirror.workflow import cache_folder, choose
-    from dlsetup.runner import cache_dir, extra_var_names
+    from dlsetup.runner import cache_dir, read_extra_vars
 
     def warn(line: str) -> None:
         if console is not None:
             console.print(f"[yellow]warning:[/] {line}")
 
-    return choose(request, hosts, no_cache, cache_folder(cache_dir(), targets.sources), extra_var_names(extra_vars),
-                  warn)
+    return choose(request, hosts, no_cache, cache_folder(cache_dir(), targets.sources),
+                  list(read_extra_vars(extra_vars)), warn)
 
 
 def run(books: Sequence[Path], targets: Inventory, plans: Mapping[str, Plan], roots: Mapping[str, Optional[bool]],

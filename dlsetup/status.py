@@ -478,30 +478,6 @@ def repaired_for_status(profile: HostProfile, request: "Request") -> Tuple[HostP
     return repaired(profile, fixes), notes
 
 
-def parse_extra_vars(values: Tuple[str, ...]) -> Dict[str, Any]:
-    """``-e`` values: JSON/YAML mappings or KEY=VALUE (a string), merged in order."""
-    import yaml
-
-    from dlsetup.errors import UsageError
-
-    merged: Dict[str, Any] = {}
-    for value in values:
-        if value.lstrip().startswith("{"):
-            try:
-                data = yaml.safe_load(value)
-            except yaml.YAMLError as err:
-                raise UsageError(f"-e {value!r}: not a mapping ({err.__class__.__name__})") from None
-            if not isinstance(data, dict):
-                raise UsageError(f"-e {value!r}: not a mapping")
-            merged.update(data)
-        elif "=" in value:
-            key, _, text = value.partition("=")
-            merged[key.strip()] = text
-        else:
-            raise UsageError(f"-e {value!r}: use KEY=VALUE or a JSON mapping")
-    return merged
-
-
 # -- output -------------------------------------------------------------------------------------------------
 
 

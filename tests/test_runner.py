@@ -244,11 +244,14 @@ def test_extra_vars_files_are_private(tmp_path: Path) -> None:
     assert not any("pw=x" in a for a in args)
 
 
-def test_extra_var_names_as_ansible_reads_them(tmp_path: Path) -> None:
-    from dlsetup.runner import extra_var_names
+def test_extra_vars_as_ansible_reads_them(tmp_path: Path) -> None:
+    from dlsetup.errors import UsageError
+    from dlsetup.runner import read_extra_vars
 
-    (tmp_path / "v.yml").write_text("a_var: 1\nb_var: [x]\n")
+    (tmp_path / "v.yml").write_text("a_var: 1\nb_var: [x]\nk1: from-file\n")
     (tmp_path / "list.yml").write_text("- not a mapping\n")
-    names = extra_var_names(["k1=v k2='two words'", '{"j": 1}', f"@{tmp_path / 'v.yml'}",
-                             f"@{tmp_path / 'list.yml'}", f"@{tmp_path / 'absent.yml'}"])
-    assert names == ["k1", "k2", "j", "a_var", "b_var"]
+    got = read_extra_vars(["k1=v k2='two words'", '{"j": 1}', f"@{tmp_path / 'v.yml'}"])
+    assert got == {"k1": "from-file", "k2": "two words", "j": 1, "a_var": 1, "b_var": ["x"]}  # later wins
+    for bad in (f"@{tmp_path / 'list.yml'}", f"@{tmp_path / 'absent.yml'}", "nonsense", "{unclosed: [1"):
+        with pytest.raises(UsageError, match="^-e "):
+            read_extra_vars([bad])

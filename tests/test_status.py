@@ -16,7 +16,7 @@ from dlsetup.model import KernelImage, KernelState, MdArray, MdMember, Mount
 from dlsetup.plan import load_request
 from dlsetup.probe import Host, probe
 from dlsetup.probe.installed import parse_dpkg_status, read_installed, venv_command
-from dlsetup.status import parse_extra_vars, planned_accelerator, status_of
+from dlsetup.status import planned_accelerator, status_of
 
 K_OLD, K_NEW = "6.8.0-88-generic", "6.8.0-90-generic"
 VENV = "/opt/dlsetup/venvs/pytorch"  # one venv per framework: the pytorch one
@@ -149,11 +149,12 @@ def test_planned_accelerator_from_the_index():
 
 
 def test_extra_vars():
-    assert parse_extra_vars(('{"frameworks_packages": []}', "a=b")) == {"frameworks_packages": [], "a": "b"}
     from dlsetup.errors import UsageError
+    from dlsetup.runner import read_extra_vars
 
+    assert read_extra_vars(('{"frameworks_packages": []}', "a=b")) == {"frameworks_packages": [], "a": "b"}
     with pytest.raises(UsageError):
-        parse_extra_vars(("nonsense",))
+        read_extra_vars(("nonsense",))
 
 
 def test_dpkg_status_lines():

@@ -35,10 +35,11 @@ def status(inventory: Optional[Path], limit: Optional[str], from_bundle: Optiona
     from dlsetup.fleet import ProbeFailure
     from dlsetup.plan import load_request
     from dlsetup.plan.live import live_facts
-    from dlsetup.status import HostStatus, parse_extra_vars, read_inventory, read_local, status_of
+    from dlsetup.runner import read_extra_vars
+    from dlsetup.status import HostStatus, read_inventory, read_local, status_of
 
     request = load_request(config, **options)
-    extra = parse_extra_vars(extra_vars)
+    extra = read_extra_vars(extra_vars)
     from dlsetup.plan.request import venv_paths
 
     # every framework venv, joined by ":" (which no venv path may hold): one read of the host for all

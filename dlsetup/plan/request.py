@@ -205,9 +205,8 @@ def _normalise(name: str, value: Any) -> Any:
         return _repositories(value)
     if name == "pip_index_url":
         return paths.index_url(value)
-    if name == "mirror_fingerprint" and not (isinstance(value, str) and re.fullmatch(
-            r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}", "".join(value.split()))):
-        raise UsageError(f"mirror_fingerprint: expected 40 or 64 hex digits, got {quote(value)}")
+    if name == "mirror_fingerprint":
+        return _fingerprint("mirror_fingerprint", value)
     if name == "mirror" and (not isinstance(value, str) or not value.strip() or any(c in value for c in "\n\t\0")):
         raise UsageError(f"mirror: expected a folder or an http(s) URL, got {quote(value)}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -220,7 +219,14 @@ def _normalise(name: str, value: Any) -> Any:
     return text
 
 
-_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}")
+def _fingerprint(where: str, value: Any) -> str:
+    """A pinned OpenPGP fingerprint, 40 or 64 hex digits (spaces allowed), upper case without spaces."""
+    text = "".join(value.split()).upper() if isinstance(value, str) else ""
+    if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", text):
+        raise UsageError(f"{where}: expected 40 or 64 hex digits, got {quote(value)}")
+    return text
+
+
 _SITE_REPO_KEYS = ("url", "key_url", "key_fingerprint")
 #: the placeholders the planner fills in a repository's URLs (:meth:`dlsetup.plan.planner.Planner.repository`)
 _REPO_PLACEHOLDERS = ("cuda_repo", "cuda_arch", "codename", "rocm_suite", "rocm_version")
@@ -265,16 +271,15 @@ def _repositories(value: Any) -> Tuple[SiteRepository, ...]:
         if "url" not in entry:
             raise UsageError(f"{where}: url is missing")
         fingerprint = entry.get("key_fingerprint")
-        if fingerprint is not None and not (isinstance(fingerprint, str)
-                                            and _FINGERPRINT.fullmatch("".join(fingerprint.split()))):
-            raise UsageError(f"{where}: key_fingerprint: expected 40 or 64 hex digits, got {quote(fingerprint)}")
+        if fingerprint is not None:
+            fingerprint = _fingerprint(f"{where}: key_fingerprint", fingerprint)
         if entry.get("key_url") is not None and fingerprint is None:
             raise UsageError(f"{where}: key_url needs key_fingerprint: pin the key that signs the site's repository")
         out.append(SiteRepository(
             name, _repo_url(f"{where}: url", entry["url"], placeholders),
             _repo_url(f"{where}: key_url", entry["key_url"], placeholders) if entry.get("key_url") is not None
             else None,
-            "".join(fingerprint.split()).upper() if fingerprint is not None else None))
+            fingerprint))
     return tuple(out)
 
 

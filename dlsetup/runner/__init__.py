@@ -27,7 +27,7 @@ from dlsetup.errors import UsageError
 from dlsetup.runner.results import HostResult, RunResult, Tally, TaskFailure
 
 __all__ = ["COLLECTION", "HostResult", "RunOptions", "RunResult", "TaskFailure", "ansible_dir", "cache_dir",
-           "extra_var_names", "extra_vars_files", "link_collection", "list_inventory", "run_playbooks"]
+           "extra_vars_files", "link_collection", "list_inventory", "read_extra_vars", "run_playbooks"]
 
 _log = logging.getLogger("dlsetup.runner")
 
@@ -86,26 +86,30 @@ def extra_vars_files(values: Sequence[str], directory: Path) -> List[str]:
     return args
 
 
-def extra_var_names(values: Sequence[str]) -> List[str]:
-    """The variable names the ``-e`` ``values`` set (a file's top-level keys, as Ansible reads it: YAML or
-    JSON); a file or value that is no mapping sets none that dlsetup can name (Ansible itself refuses it)."""
+def read_extra_vars(values: Sequence[str]) -> Dict[str, Any]:
+    """The variables the ``-e`` ``values`` set, merged in their order (a later one wins), read as Ansible reads
+    them: ``KEY=VALUE ...`` split by Ansible's own splitter (values are strings), a JSON/YAML mapping, or
+    ``@file`` (YAML or JSON). A value that sets no mapping is :class:`UsageError` (Ansible refuses it too)."""
     import yaml
     from ansible.parsing.splitter import parse_kv
 
-    names: List[str] = []
+    merged: Dict[str, Any] = {}
     for value in values:
         try:
             if value.startswith("@"):
                 data = yaml.safe_load(Path(value[1:]).read_text(encoding="utf-8"))
             elif value.lstrip()[:1] in ("{", "["):
                 data = yaml.safe_load(value)
-            else:
+            elif "=" in value.split(None, 1)[0]:
                 data = parse_kv(value)
-        except (OSError, yaml.YAMLError, ValueError):
-            continue
-        if isinstance(data, dict):
-            names += [str(key) for key in data]
-    return names
+            else:
+                data = None
+        except (OSError, yaml.YAMLError, ValueError) as err:
+            raise UsageError(f"-e {value!r}: cannot be read ({err.__class__.__name__})") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"-e {value!r}: not a mapping (use KEY=VALUE, a JSON/YAML mapping or @file)")
+        merged.update({str(key): item for key, item in data.items()})
+    return merged
 
 
 def check_extra_vars(values: Sequence[str]) -> Tuple[str, ...]:
